@@ -1,0 +1,259 @@
+/*
+ * memo: thread-safe concurrent memoization.
+ *
+ * One header, the whole public API. It includes only the C standard library, so it compiles as
+ * C11 and as C++ (no dependency's header leaks through).
+ *
+ * Concurrency contract, in brief (each function repeats what applies to it):
+ *  - Any thread may call any function on any memo at any time, with no registration; per-thread
+ *    state is made on first use and released when the thread exits.
+ *  - No function may be called from a signal handler.
+ *  - "May block" means the call may sleep waiting for another thread's computation or take a
+ *    short internal lock; "never blocks" means neither.
+ *
+ * ABI: within one major version, structs only grow at their end (memo_config_t carries its size)
+ * and functions are only added. The library's SOVERSION is the major version.
+ */
+#ifndef MEMO_H
+#define MEMO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MEMO_VERSION_MAJOR 0
+#define MEMO_VERSION_MINOR 1
+#define MEMO_VERSION_PATCH 0
+
+#if defined(MEMO_STATIC)
+#define MEMO_EXPORT
+#elif defined(__GNUC__)
+#define MEMO_EXPORT __attribute__((visibility("default")))
+#else
+#define MEMO_EXPORT
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors. Every call that can fail returns int: MEMO_OK, a negative MEMO_E* code, or the positive
+ * code that a compute function returned.
+ */
+#define MEMO_OK         0
+#define MEMO_ENOMEM     (-1)  /* memory could not be had */
+#define MEMO_EINVAL     (-2)  /* a bad argument */
+#define MEMO_EDEADLK    (-3)  /* the value depends on itself (this thread or a cycle of threads) */
+#define MEMO_ETIMEDOUT  (-4)  /* a timed call gave up waiting for another thread's computation */
+#define MEMO_ENOENT     (-5)  /* memo_lookup / memo_forget: nothing stored under that key */
+
+/* A static string naming any code, including positive ones ("compute function failed with code
+ * N") and unknown negative ones. Never blocks; thread-safe; never returns NULL. */
+MEMO_EXPORT const char *memo_strerror(int code);
+/* The short name of a code ("MEMO_ENOMEM"), or "MEMO_E?" for an unknown one. Never blocks. */
+MEMO_EXPORT const char *memo_err_name(int code);
+/* The library's version, "MAJOR.MINOR.PATCH". Never blocks. */
+MEMO_EXPORT const char *memo_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Creating and destroying.
+ */
+typedef struct memo memo_t; /* opaque */
+
+typedef struct memo_config {
+    size_t   struct_size;      /* sizeof(memo_config_t); lets later versions append fields */
+    size_t   expected_entries; /* sizing hint; 0 = start small and grow */
+    unsigned shards;           /* 0 = chosen from the CPU count; else a power of two, <= 4096 */
+    unsigned flags;            /* MEMO_F_* */
+    uint64_t seed;             /* hash seed; 0 = a fresh random seed for this memo */
+} memo_config_t;
+#define MEMO_CONFIG_INIT { sizeof(memo_config_t), 0, 0, 0, 0 }
+
+/* malloc/free instead of a jemalloc arena (for sanitizers and valgrind, which cannot see inside
+ * arenas). memo_stats.bytes then counts the usable sizes of memo's own allocations. */
+#define MEMO_F_SYSTEM_ALLOC (1u << 0)
+
+/*
+ * Makes a memo. cfg NULL means all defaults. A cfg whose struct_size is that of an older, shorter
+ * memo_config_t is accepted (missing fields take their defaults); struct_size smaller than the
+ * first version's, or larger than this one's, is MEMO_EINVAL, and so are shards that are not a
+ * power of two, more than 4096 shards, or unknown flags. *out is set only on success.
+ * Returns 0, MEMO_EINVAL or MEMO_ENOMEM. May block (briefly, on a process-wide lock).
+ * May be called inside a compute function.
+ */
+MEMO_EXPORT int memo_create(memo_t **out, const memo_config_t *cfg);
+
+/*
+ * Destroys m and gives all of its memory back (with jemalloc, the memo's whole arena at once).
+ * NULL is a no-op. Requires that no other thread is using m (no call in progress, no memo_ref_t
+ * of m still held, m's own compute functions finished); threads that used m earlier may live on
+ * and go on to use other memos: their per-thread state for m is dropped here. May block briefly.
+ * Must not be called from inside one of m's own compute functions.
+ */
+MEMO_EXPORT void memo_destroy(memo_t *m);
+
+/* ---------------------------------------------------------------------------------------------
+ * Get or compute, byte keys.
+ */
+typedef struct memo_result memo_result_t; /* opaque: where a compute function puts its value */
+
+/*
+ * A compute function: computes the value for key, stores it into out, returns 0; or returns a
+ * non-zero code (positive for its own errors; memo's negative codes travel unchanged). It runs in
+ * the thread of the caller that missed, with no memo lock held and outside memo's read-side
+ * sections; it may call any memo function, on this memo or another, except memo_destroy of a memo
+ * in use.
+ */
+typedef int memo_fn(void *ctx, const void *key, size_t key_len, memo_result_t *out);
+
+/*
+ * Stores a copy of len bytes (value may be NULL when len is 0) as the value being computed.
+ * Calling it again replaces the earlier value. Only from inside the compute function that was
+ * handed out, while it runs (any thread may call it, one at a time). Returns 0, MEMO_EINVAL (out
+ * or value NULL) or MEMO_ENOMEM. Never blocks on other computations.
+ */
+MEMO_EXPORT int memo_result_set(memo_result_t *out, const void *value, size_t len);
+
+/*
+ * Room for len bytes of value, aligned for any type (max_align_t), to fill in place before the
+ * compute function returns; replaces any earlier value. NULL on MEMO_ENOMEM or a NULL out.
+ * Same rules as memo_result_set.
+ */
+MEMO_EXPORT void *memo_result_alloc(memo_result_t *out, size_t len);
+
+typedef struct memo_ref {
+    const void *data;  /* the value: aligned for any type, valid until memo_release */
+    size_t      len;
+    /* private: */
+    void       *memo__local;
+    uintptr_t   memo__pad;
+} memo_ref_t;
+#define MEMO_REF_INIT { NULL, 0, NULL, 0 }
+
+/*
+ * Returns the value stored under key, computing it with fn(ctx, ...) if there is none.
+ *  - At most once: for one key, at most one call of fn runs at a time in the whole process; other
+ *    callers of that key sleep (after a short spin) and then take the same result.
+ *  - If fn returns non-zero, nothing is stored; the caller that ran it and every caller that
+ *    waited on that run get the same code; the next call runs fn again.
+ *  - If the key is being computed by the calling thread itself, or by a thread that is
+ *    (transitively) waiting on the calling thread, returns MEMO_EDEADLK at once.
+ *  - If the computing thread dies (pthread_exit, cancellation, a C++ exception thrown through fn),
+ *    its waiters wake and one of them computes afresh. The exception goes on to the caller.
+ * On success (0) *ref views the value until memo_release(ref), even if the entry is forgotten or
+ * cleared meanwhile. A held ref delays the reclamation of m's removed entries: release it soon.
+ * A ref must be released by the thread that got it, and before m is destroyed.
+ * key may be NULL when key_len is 0. Returns 0, MEMO_EINVAL (m, fn or ref NULL), MEMO_ENOMEM,
+ * MEMO_EDEADLK, or fn's code. May block: waits for another thread's computation without bound,
+ * and runs fn. May be called inside fn and while holding refs.
+ */
+MEMO_EXPORT int memo_get(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *ctx,
+                         memo_ref_t *ref);
+
+/*
+ * memo_get that waits at most timeout_ns for another thread's computation, then returns
+ * MEMO_ETIMEDOUT; that computation goes on and stores its value. The caller's own fn, if this
+ * call runs it, is never bounded. timeout_ns 0 means "do not wait at all".
+ */
+MEMO_EXPORT int memo_get_timed(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *ctx,
+                               uint64_t timeout_ns, memo_ref_t *ref);
+
+/*
+ * The stored value under key, or MEMO_ENOENT (also while the key is being computed). Never
+ * computes, never waits, never blocks. Returns 0, MEMO_ENOENT or MEMO_EINVAL.
+ */
+MEMO_EXPORT int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref);
+
+/*
+ * Ends the view that *ref holds and empties it. A ref that holds nothing (zeroed, MEMO_REF_INIT,
+ * already released, or NULL) is a no-op. Never blocks. Must run on the thread that got the ref.
+ */
+MEMO_EXPORT void memo_release(memo_ref_t *ref);
+
+/* ---------------------------------------------------------------------------------------------
+ * Get or compute, u64 keys and values: the fast path for DP solvers. The same semantics as
+ * memo_get, with the value copied out (no ref to release). u64 keys and byte keys are separate
+ * key spaces in the same memo. A hit takes no lock and writes no shared memory.
+ */
+typedef int memo_fn_u64(void *ctx, uint64_t key, uint64_t *value);
+
+/* Returns 0 (and *value), MEMO_EINVAL (m, fn or value NULL), MEMO_ENOMEM, MEMO_EDEADLK or fn's
+ * code. May block; may be called inside fn and while holding refs. */
+MEMO_EXPORT int memo_get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t *value);
+
+/* memo_get_u64 with a bound on waiting, as memo_get_timed. */
+MEMO_EXPORT int memo_get_u64_timed(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx,
+                                   uint64_t timeout_ns, uint64_t *value);
+
+/* The stored value, or MEMO_ENOENT; never computes, never blocks. */
+MEMO_EXPORT int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value);
+
+/* As memo_forget, for a u64 key. */
+MEMO_EXPORT int memo_forget_u64(memo_t *m, uint64_t key);
+
+/* ---------------------------------------------------------------------------------------------
+ * Forgetting, clearing, statistics. Safe while other threads use m; may be called inside fn and
+ * while holding refs (refs stay valid). They take shard locks briefly and never wait for a
+ * computation.
+ *
+ * After memo_forget(k) returns, a new call for k never waits on a computation that began before
+ * it, and nothing such a computation returns is stored (its own waiters still get its result).
+ */
+MEMO_EXPORT int  memo_forget(memo_t *m, const void *key, size_t key_len); /* 0, MEMO_ENOENT, MEMO_EINVAL */
+MEMO_EXPORT void memo_clear(memo_t *m);                                   /* forget every key */
+
+typedef struct memo_stats {
+    uint64_t hits;       /* calls answered from a stored value */
+    uint64_t misses;     /* calls that ran fn (one per computation) */
+    uint64_t waits;      /* calls that waited for another thread's computation and took its
+                            result (a failure code included) */
+    uint64_t errors;     /* computations whose fn returned non-zero */
+    uint64_t evictions;  /* values dropped to keep a bound */
+    uint64_t entries;    /* values stored now */
+    uint64_t bytes;      /* memory that m holds now: entries, keys, values, tables */
+} memo_stats_t;
+
+/*
+ * Sums the per-thread counters of m (threads that have exited included). Exact once the threads
+ * that used m are quiescent; while calls run, each counter is a recent value. memo_lookup counts
+ * as a hit when it finds a value and counts nothing otherwise. May block briefly (it takes
+ * m's registry lock, not the shard locks).
+ */
+MEMO_EXPORT void memo_stats(memo_t *m, memo_stats_t *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * The decorator: memoizing a function of one uint64_t in one line.
+ *
+ *   MEMO_DEFINE_U64(fib, n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+ *
+ * defines  uint64_t fib(uint64_t n);  and  memo_t *fib_memo(void);
+ * The memo is created on first use, thread-safely, and shared by all threads. A memo error inside
+ * (a cycle, no memory) prints memo_strerror and aborts, like a failed assert.
+ */
+MEMO_EXPORT memo_t *memo__define_memo(memo_t *volatile *slot);
+MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn, const char *name);
+
+#define MEMO_DEFINE_U64(name, arg)                                                        \
+    static uint64_t name##_memo__body(uint64_t arg);                                      \
+    static int name##_memo__fn(void *ctx, uint64_t key, uint64_t *value)                  \
+    {                                                                                     \
+        (void)ctx;                                                                        \
+        *value = name##_memo__body(key);                                                  \
+        return 0;                                                                         \
+    }                                                                                     \
+    memo_t *name##_memo(void)                                                             \
+    {                                                                                     \
+        static memo_t *volatile name##_memo__slot;                                        \
+        return memo__define_memo(&name##_memo__slot);                                     \
+    }                                                                                     \
+    uint64_t name(uint64_t arg)                                                           \
+    {                                                                                     \
+        return memo__define_call(name##_memo(), arg, name##_memo__fn, #name);             \
+    }                                                                                     \
+    static uint64_t name##_memo__body(uint64_t arg)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MEMO_H */

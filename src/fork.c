@@ -1,0 +1,76 @@
+/*
+ * fork(): the child must find every memo usable. Before fork, the forking thread takes the
+ * registry lock and every lock of every live memo, so no lock is copied in a held state by a
+ * thread that does not exist in the child. In the child, in-flight markers owned by other threads
+ * are abandoned (their owners do not exist there), and the epoch records of those threads are
+ * marked inactive, so reclamation goes on.
+ */
+#include "internal.h"
+
+static pthread_once_t memo__fork_once = PTHREAD_ONCE_INIT;
+
+static void memo__fork_prepare(void)
+{
+    memo__registry_lock();
+    for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
+        pthread_mutex_lock(&m->locals_lock);
+        for (unsigned i = 0; i < m->nshards; i++)
+            pthread_mutex_lock(&m->shards[i].lock);
+    }
+}
+
+static void memo__fork_parent(void)
+{
+    for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
+        for (unsigned i = 0; i < m->nshards; i++)
+            pthread_mutex_unlock(&m->shards[i].lock);
+        pthread_mutex_unlock(&m->locals_lock);
+    }
+    memo__registry_unlock();
+}
+
+static void memo__fork_child(void)
+{
+    struct memo_thread *self = memo__self;
+    for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
+        for (unsigned i = 0; i < m->nshards; i++) {
+            struct memo_shard *s = &m->shards[i];
+            ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+            void *obj;
+            bool again = true;
+            while (again) {
+                again = false;
+                while (ck_hs_next(&s->table, &it, &obj)) {
+                    struct memo_entry *e = obj;
+                    uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+                    if ((st & MEMO__STATE) == MEMO__COMPUTING && e->flight->thread != self) {
+                        /* Nobody waits on it here, and nobody will free it: it stays in the
+                         * arena until the memo is destroyed. */
+                        (void)ck_hs_remove(&s->table, e->hash, e);
+                        atomic_store_explicit(&e->state, MEMO__ABANDONED | MEMO__DETACHED,
+                                              memory_order_relaxed);
+                        it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
+                        again = true;
+                        break;
+                    }
+                }
+            }
+            pthread_mutex_unlock(&s->lock);
+        }
+        for (struct memo_local *l = m->locals; l != NULL; l = l->next)
+            if (l->thread != self && l->record.active != 0)
+                ck_pr_store_uint(&l->record.active, 0);
+        pthread_mutex_unlock(&m->locals_lock);
+    }
+    memo__registry_unlock();
+}
+
+static void memo__fork_handlers_install_once(void)
+{
+    (void)pthread_atfork(memo__fork_prepare, memo__fork_parent, memo__fork_child);
+}
+
+void memo__fork_handlers_install(void)
+{
+    pthread_once(&memo__fork_once, memo__fork_handlers_install_once);
+}

@@ -1,0 +1,116 @@
+/*
+ * Shards: one ck_hs per shard, SPMC: ck_hs_get runs lock-free under an epoch section, and every
+ * writer call (put, set, remove, grow, reset) runs under the shard's lock with memo__alloc_local
+ * set, so that ck's allocator callbacks know whose arena and epoch record to use.
+ */
+#include <stdlib.h>
+
+#include "annotate.h"
+#include "internal.h"
+
+#define MEMO__HS_MODE (CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC | CK_HS_MODE_DELETE)
+
+int memo__shards_init(struct memo *m, size_t expected_entries)
+{
+    struct memo_local *l = memo__local(m);
+    if (l == NULL)
+        return MEMO_ENOMEM;
+    m->shards = aligned_alloc(MEMO__CACHELINE, sizeof(struct memo_shard) * m->nshards);
+    if (m->shards == NULL)
+        return MEMO_ENOMEM;
+    unsigned long per_shard = expected_entries / m->nshards;
+    per_shard = per_shard < 16 ? 16 : per_shard;
+    memo__table_alloc_init(&m->table_alloc);
+    memo__alloc_local = l;
+    unsigned i;
+    for (i = 0; i < m->nshards; i++) {
+        struct memo_shard *s = &m->shards[i];
+        pthread_mutex_init(&s->lock, NULL);
+        atomic_init(&s->entries, 0);
+        if (!ck_hs_init(&s->table, MEMO__HS_MODE, memo__hs_hash, memo__hs_compare, &m->table_alloc,
+                        per_shard, (unsigned long)m->seed)) {
+            pthread_mutex_destroy(&s->lock);
+            break;
+        }
+    }
+    if (i < m->nshards) {
+        while (i-- > 0) {
+            ck_hs_destroy(&m->shards[i].table);
+            pthread_mutex_destroy(&m->shards[i].lock);
+        }
+        memo__alloc_local = NULL;
+        free(m->shards);
+        m->shards = NULL;
+        return MEMO_ENOMEM;
+    }
+    memo__alloc_local = NULL;
+    return 0;
+}
+
+/* memo_destroy: nobody uses m any more. With an arena, its memory goes back whole afterwards,
+ * so only malloc'ed entries are freed one by one. */
+void memo__shards_destroy(struct memo *m, struct memo_local *l)
+{
+    memo__alloc_local = l;
+    for (unsigned i = 0; i < m->nshards; i++) {
+        struct memo_shard *s = &m->shards[i];
+        if (m->system_alloc) {
+            ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+            void *obj;
+            while (ck_hs_next(&s->table, &it, &obj))
+                memo__entry_free_now(l, obj);
+            ck_hs_destroy(&s->table);
+        }
+        pthread_mutex_destroy(&s->lock);
+    }
+    memo__alloc_local = NULL;
+    free(m->shards);
+    m->shards = NULL;
+}
+
+/*
+ * Empties one shard. Stored entries are unlinked first (the whole table reset at once, or one by
+ * one if a fresh slot array cannot be had), then retired through the epoch; in-flight markers are
+ * marked DETACHED and left to their owners, who will not store and free them themselves.
+ * Entries are chained through their retire links between the two steps, so clearing allocates
+ * nothing.
+ */
+void memo__shard_clear(struct memo *m, struct memo_shard *s, struct memo_local *l)
+{
+    (void)m;
+    ck_stack_entry_t *chain = NULL;
+    int64_t stored = 0;
+    pthread_mutex_lock(&s->lock);
+    memo__alloc_local = l;
+    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+    void *obj;
+    while (ck_hs_next(&s->table, &it, &obj)) {
+        struct memo_entry *e = obj;
+        /* A marker becomes DETACHED: its owner will not store it and frees it itself. The
+         * owner of a u64 marker publishes without the lock, by a CAS on this word, so the
+         * fetch_or's old value decides who frees: a marker we saw still COMPUTING is the
+         * owner's, anything already READY is ours. */
+        uint32_t old = atomic_fetch_or_explicit(&e->state, MEMO__DETACHED, memory_order_acq_rel);
+        if ((old & MEMO__STATE) != MEMO__COMPUTING) {
+            e->retire.stack_entry.next = chain;
+            chain = &e->retire.stack_entry;
+            stored++;
+        }
+    }
+    if (!ck_hs_reset(&s->table)) {
+        it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
+        while (ck_hs_next(&s->table, &it, &obj)) {
+            struct memo_entry *e = obj;
+            (void)ck_hs_remove(&s->table, e->hash, e);
+            it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
+        }
+    }
+    atomic_fetch_sub_explicit(&s->entries, stored, memory_order_relaxed);
+    memo__alloc_local = NULL;
+    pthread_mutex_unlock(&s->lock);
+    while (chain != NULL) {
+        ck_stack_entry_t *next = chain->next;
+        memo__entry_retire(l, (struct memo_entry *)((char *)chain - offsetof(struct memo_entry, retire.stack_entry)));
+        chain = next;
+    }
+}

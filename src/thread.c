@@ -1,0 +1,279 @@
+/*
+ * Per-thread state: the thread's struct memo_thread (flight stack, waiting publication, slots of
+ * locals), its struct memo_local for each memo it used (epoch record, counters, thread cache),
+ * made on first use and parked when the thread exits; and the process-wide registry that links
+ * threads and memos.
+ *
+ * Lock order: the registry lock, then a memo's locals_lock, then shard locks.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+__attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self;
+
+static pthread_mutex_t memo__registry = PTHREAD_MUTEX_INITIALIZER;
+static struct memo *memo__live;               /* live memos, under the registry lock */
+static struct memo_thread *memo__thread_pool; /* exited threads' structs, for reuse */
+static pthread_key_t memo__thread_key;
+static pthread_once_t memo__thread_key_once = PTHREAD_ONCE_INIT;
+static _Atomic uint64_t memo__ids = 1;
+
+uint64_t memo__next_id(void)
+{
+    /* Only uniqueness matters. */
+    return atomic_fetch_add_explicit(&memo__ids, 1, memory_order_relaxed);
+}
+
+void memo__registry_lock(void)
+{
+    pthread_mutex_lock(&memo__registry);
+}
+
+void memo__registry_unlock(void)
+{
+    pthread_mutex_unlock(&memo__registry);
+}
+
+struct memo *memo__registry_first(void)
+{
+    return memo__live;
+}
+
+void memo__registry_add(struct memo *m)
+{
+    memo__registry_lock();
+    m->next_live = memo__live;
+    memo__live = m;
+    memo__registry_unlock();
+}
+
+/* Unlinks m from the registry and from every living thread that used it. After this, no thread
+ * can reach m's locals through its slots; their (pointer, id) caches fail on the id. */
+void memo__registry_remove_locals(struct memo *m)
+{
+    memo__registry_lock();
+    for (struct memo **p = &memo__live; *p != NULL; p = &(*p)->next_live) {
+        if (*p == m) {
+            *p = m->next_live;
+            break;
+        }
+    }
+    for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
+        if (l->thread != NULL) {
+            /* Release: pairs with nothing; the owner only ever compares ids it reads. */
+            atomic_store_explicit(&l->thread->slots[l->slot].id, 0, memory_order_release);
+            l->thread->slots[l->slot].local = NULL;
+            l->thread = NULL;
+        }
+    }
+    memo__registry_unlock();
+}
+
+/* ---- flights ------------------------------------------------------------------------------- */
+
+static struct memo_flight_block *memo__flight_block_new(struct memo_thread *t,
+                                                        struct memo_flight_block *prev)
+{
+    struct memo_flight_block *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return NULL;
+    for (unsigned i = 0; i < MEMO__FLIGHTS_PER_BLOCK; i++) {
+        atomic_init(&b->slot[i].seq, 0);
+        b->slot[i].thread = t;
+    }
+    b->prev = prev;
+    if (prev != NULL)
+        prev->next = b;
+    return b;
+}
+
+/* The slot for a computation this thread starts; its seq becomes odd. Flights nest strictly
+ * (a computation's fn finishes before its own), so the slots form a stack. */
+struct memo_flight *memo__flight_push(struct memo_thread *t)
+{
+    if (t->flight_block == NULL) {
+        if (t->flight_first == NULL && (t->flight_first = memo__flight_block_new(t, NULL)) == NULL)
+            return NULL;
+        t->flight_block = t->flight_first;
+        t->flight_index = 0;
+    }
+    if (t->flight_index == MEMO__FLIGHTS_PER_BLOCK) {
+        struct memo_flight_block *next = t->flight_block->next;
+        if (next == NULL && (next = memo__flight_block_new(t, t->flight_block)) == NULL)
+            return NULL;
+        t->flight_block = next;
+        t->flight_index = 0;
+    }
+    struct memo_flight *f = &t->flight_block->slot[t->flight_index++];
+    /* seq_cst: a deadlock walk that reads this odd seq after finding the marker must see the
+     * computation as live; pairs with the loads in memo__deadlock_walk. */
+    atomic_fetch_add_explicit(&f->seq, 1, memory_order_seq_cst);
+    return f;
+}
+
+void memo__flight_pop(struct memo_thread *t, struct memo_flight *f)
+{
+    /* seq_cst: once even, every walk that reads it sees the computation as over. */
+    atomic_fetch_add_explicit(&f->seq, 1, memory_order_seq_cst);
+    if (t->flight_index == 0) {
+        t->flight_block = t->flight_block->prev;
+        t->flight_index = MEMO__FLIGHTS_PER_BLOCK;
+    }
+    t->flight_index--;
+}
+
+/* ---- threads ------------------------------------------------------------------------------- */
+
+static void memo__local_park(struct memo_local *l)
+{
+    struct memo *m = l->memo;
+    pthread_mutex_lock(&m->locals_lock);
+    /* Refs that the dead thread still held can never be released: end their sections so the
+     * memo's epoch can advance. (ck_epoch_end is not usable: it needs the section objects.) */
+    if (l->record.active != 0)
+        ck_pr_store_uint(&l->record.active, 0);
+    memo__epoch_poll(l);
+    l->thread = NULL;
+    l->next_parked = m->parked;
+    m->parked = l;
+    pthread_mutex_unlock(&m->locals_lock);
+}
+
+static void memo__thread_exit(void *arg)
+{
+    struct memo_thread *t = arg;
+    memo__registry_lock();
+    for (unsigned i = 0; i < t->nslots; i++) {
+        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0) {
+            memo__local_park(t->slots[i].local);
+            atomic_store_explicit(&t->slots[i].id, 0, memory_order_relaxed);
+            t->slots[i].local = NULL;
+        }
+    }
+    t->cache_memo = NULL;
+    t->cache_local = NULL;
+    t->cache_id = 0;
+    /* Other threads may still read t's flight slots and waiting fields (stale pointers in
+     * entries and walks), so t is recycled, never freed. */
+    t->next_free = memo__thread_pool;
+    memo__thread_pool = t;
+    memo__registry_unlock();
+    memo__self = NULL;
+}
+
+static void memo__thread_key_create(void)
+{
+    (void)pthread_key_create(&memo__thread_key, memo__thread_exit);
+}
+
+static struct memo_thread *memo__thread_new(void)
+{
+    pthread_once(&memo__thread_key_once, memo__thread_key_create);
+    memo__registry_lock();
+    struct memo_thread *t = memo__thread_pool;
+    if (t != NULL)
+        memo__thread_pool = t->next_free;
+    memo__registry_unlock();
+    if (t == NULL) {
+        t = aligned_alloc(MEMO__CACHELINE, (sizeof *t + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1));
+        if (t == NULL)
+            return NULL;
+        memset(t, 0, sizeof *t);
+        atomic_init(&t->wait_gen, 0);
+        atomic_init(&t->wait_flight, NULL);
+        atomic_init(&t->wait_seq, 0);
+    }
+    t->next_free = NULL;
+    t->flight_block = NULL;
+    if (pthread_setspecific(memo__thread_key, t) != 0) {
+        memo__registry_lock();
+        t->next_free = memo__thread_pool;
+        memo__thread_pool = t;
+        memo__registry_unlock();
+        return NULL;
+    }
+    memo__self = t;
+    return t;
+}
+
+static struct memo_local *memo__local_new(struct memo *m)
+{
+    struct memo_local *l = m->parked;
+    if (l != NULL) {
+        m->parked = l->next_parked;
+        return l;
+    }
+    size_t size = (sizeof *l + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1);
+    l = aligned_alloc(MEMO__CACHELINE, size);
+    if (l == NULL)
+        return NULL;
+    memset(l, 0, size);
+    l->memo = m;
+    if (memo__tcache_create(m, &l->tcache) != 0) {
+        free(l);
+        return NULL;
+    }
+    ck_epoch_register(&m->epoch, &l->record, l);
+    l->next = m->locals;
+    m->locals = l;
+    return l;
+}
+
+struct memo_local *memo__local_slow(struct memo *m)
+{
+    struct memo_thread *t = memo__self;
+    if (t == NULL && (t = memo__thread_new()) == NULL)
+        return NULL;
+    uint64_t id = m->id;
+    for (unsigned i = 0; i < t->nslots; i++) {
+        if (atomic_load_explicit(&t->slots[i].id, memory_order_acquire) == id) {
+            t->cache_memo = m;
+            t->cache_id = id;
+            t->cache_local = t->slots[i].local;
+            return t->cache_local;
+        }
+    }
+
+    memo__registry_lock();
+    unsigned slot = t->nslots;
+    for (unsigned i = 0; i < t->nslots; i++) {
+        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) == 0) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot == t->nslots) {
+        unsigned n = t->nslots ? t->nslots * 2 : 4;
+        struct memo_slot *slots = calloc(n, sizeof *slots);
+        if (slots == NULL) {
+            memo__registry_unlock();
+            return NULL;
+        }
+        for (unsigned i = 0; i < t->nslots; i++) {
+            atomic_init(&slots[i].id, atomic_load_explicit(&t->slots[i].id, memory_order_relaxed));
+            slots[i].local = t->slots[i].local;
+        }
+        /* Other threads touch t->slots only under the registry lock, which we hold. */
+        free(t->slots);
+        t->slots = slots;
+        t->nslots = n;
+    }
+    pthread_mutex_lock(&m->locals_lock);
+    struct memo_local *l = memo__local_new(m);
+    if (l != NULL) {
+        l->thread = t;
+        l->slot = slot;
+    }
+    pthread_mutex_unlock(&m->locals_lock);
+    if (l != NULL) {
+        t->slots[slot].local = l;
+        atomic_store_explicit(&t->slots[slot].id, id, memory_order_release);
+        t->cache_memo = m;
+        t->cache_id = id;
+        t->cache_local = l;
+    }
+    memo__registry_unlock();
+    return l;
+}
