@@ -75,9 +75,11 @@ typedef struct memo_config {
 
 /*
  * Makes a memo. cfg NULL means all defaults. A cfg whose struct_size is that of an older, shorter
- * memo_config_t is accepted (missing fields take their defaults); struct_size smaller than the
- * first version's, or larger than this one's, is MEMO_EINVAL, and so are shards that are not a
- * power of two, more than 4096 shards, or unknown flags. *out is set only on success.
+ * memo_config_t is accepted (missing fields take their defaults). A struct_size larger than this
+ * version's (a program built against a later header) is accepted when the bytes this version does
+ * not know are all zero, as with Linux's extensible structs; otherwise, or past 1024 bytes, or
+ * smaller than the first version's, it is MEMO_EINVAL, and so are shards that are not a power of
+ * two, more than 4096 shards, and unknown flags. *out is set only on success.
  * Returns 0, MEMO_EINVAL or MEMO_ENOMEM. May block (briefly, on a process-wide lock).
  * May be called inside a compute function.
  */

@@ -36,6 +36,8 @@ struct memo_flight_run {
     struct memo        *memo;
     struct memo_shard  *shard;
     struct memo_entry  *marker;
+    struct memo_flight *flight; /* the marker's: read from here, since a stored u64 marker may be
+                                   retired by a concurrent forget as soon as it is READY */
     struct memo_thread *self;
     struct memo_result *result; /* bytes only */
 };
@@ -63,6 +65,8 @@ static uint64_t memo__deadline(uint64_t timeout_ns)
 }
 
 /* ---- create / destroy ---------------------------------------------------------------------- */
+
+#define MEMO__CONFIG_MAX 1024 /* a struct_size past this is a bad argument, not a later version */
 
 static unsigned memo__default_shards(void)
 {
@@ -105,7 +109,8 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     if (cfg != NULL) {
         /* The first version's fields are all required; a later, longer struct is accepted when
          * the fields this version does not know are zero (as with Linux's extensible structs). */
-        if (cfg->struct_size < offsetof(memo_config_t, seed) + sizeof(uint64_t))
+        if (cfg->struct_size < offsetof(memo_config_t, seed) + sizeof(uint64_t) ||
+            cfg->struct_size > MEMO__CONFIG_MAX)
             return MEMO_EINVAL;
         if (cfg->struct_size > sizeof c) {
             const unsigned char *tail = (const unsigned char *)cfg + sizeof c;
@@ -187,7 +192,7 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
         memo__entry_set_code(e, code);
     (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     pthread_mutex_unlock(&run->shard->lock);
-    memo__flight_pop(run->self, e->flight);
+    memo__flight_pop(run->self, run->flight);
     if (run->result != NULL && run->result->final != NULL) {
         memo__entry_free_now(l, run->result->final);
         run->result->final = NULL;
@@ -210,8 +215,10 @@ static void memo__flight_done_u64(struct memo_flight_run *run, struct memo_local
 {
     struct memo_entry *e = run->marker;
     e->u64.value = value; /* ordered before READY by memo__settle's release */
+    /* Once READY and stored, e belongs to the table: a forget or clear may retire it at once,
+     * and this thread holds no section, so e is not touched again. */
     uint32_t old = memo__settle(e, MEMO__READY);
-    memo__flight_pop(run->self, e->flight);
+    memo__flight_pop(run->self, run->flight);
     if (old & MEMO__DETACHED)
         memo__entry_retire(l, e); /* not stored: its waiters have the value */
     else
@@ -239,7 +246,7 @@ static struct memo_entry *memo__flight_done_bytes(struct memo_flight_run *run, s
     e->bytes.final = final;
     (void)memo__settle(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
     pthread_mutex_unlock(&run->shard->lock);
-    memo__flight_pop(run->self, e->flight);
+    memo__flight_pop(run->self, run->flight);
     if (stored)
         atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
     memo__entry_retire(l, e);
@@ -318,7 +325,7 @@ static int memo__compute(struct memo_call *c)
     memo__count(&l->counters.misses);
 
     struct memo_result result = { c->memo, e, NULL };
-    struct memo_flight_run run = { c->memo, s, e, self, c->probe.space == MEMO__KIND_BYTES ? &result : NULL };
+    struct memo_flight_run run = { c->memo, s, e, f, self, c->probe.space == MEMO__KIND_BYTES ? &result : NULL };
     uint64_t value = 0;
     int rc;
     pthread_cleanup_push(memo__flight_abandon, &run);
