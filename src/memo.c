@@ -64,6 +64,24 @@ static uint64_t memo__deadline(uint64_t timeout_ns)
     return timeout_ns >= UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + timeout_ns;
 }
 
+static inline void memo__probe_u64(struct memo_probe *p, const struct memo *m, uint64_t key)
+{
+    p->head.kind = MEMO__KIND_PROBE;
+    p->head.hash = memo__hash_u64(m, key);
+    p->space = MEMO__KIND_U64;
+    p->key_u64 = key;
+}
+
+static inline void memo__probe_bytes(struct memo_probe *p, const struct memo *m, const void *key,
+                                     size_t key_len)
+{
+    p->head.kind = MEMO__KIND_PROBE;
+    p->head.hash = memo__hash_bytes(m, key, key_len);
+    p->space = MEMO__KIND_BYTES;
+    p->key = key;
+    p->key_len = key_len;
+}
+
 /* ---- create / destroy ---------------------------------------------------------------------- */
 
 #define MEMO__CONFIG_MAX 1024 /* a struct_size past this is a bad argument, not a later version */
@@ -401,33 +419,9 @@ static int memo__get_slow(struct memo_call *c, struct memo_entry *e)
     }
 }
 
-int memo_get_u64_timed(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t timeout_ns,
-                       uint64_t *value)
-{
-    if (m == NULL || fn == NULL || value == NULL)
-        return MEMO_EINVAL;
-    struct memo_call c;
-    c.memo = m;
-    c.local = memo__local(m);
-    if (c.local == NULL)
-        return MEMO_ENOMEM;
-    c.probe.head.kind = MEMO__KIND_PROBE;
-    c.probe.head.hash = memo__hash_u64(m, key);
-    c.probe.space = MEMO__KIND_U64;
-    c.probe.key_u64 = key;
-    c.shard = memo__shard(m, c.probe.head.hash);
-    c.deadline = memo__deadline(timeout_ns);
-    c.fn = NULL;
-    c.fn_u64 = fn;
-    c.ctx = ctx;
-    c.ref = NULL;
-    c.value = value;
-    ck_epoch_begin(&c.local->record, NULL);
-    return memo__get_slow(&c, ck_hs_get(&c.shard->table, c.probe.head.hash, &c.probe));
-}
-
 /* The hit path: no lock, no shared write, no system call. */
-int memo_get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t *value)
+static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx,
+                                uint64_t deadline, uint64_t *value)
 {
     if (memo__unlikely(m == NULL || fn == NULL || value == NULL))
         return MEMO_EINVAL;
@@ -435,10 +429,7 @@ int memo_get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t *
     if (memo__unlikely(l == NULL))
         return MEMO_ENOMEM;
     struct memo_probe p;
-    p.head.kind = MEMO__KIND_PROBE;
-    p.head.hash = memo__hash_u64(m, key);
-    p.space = MEMO__KIND_U64;
-    p.key_u64 = key;
+    memo__probe_u64(&p, m, key);
     struct memo_shard *s = memo__shard(m, p.head.hash);
     ck_epoch_begin(&l->record, NULL);
     struct memo_entry *e = ck_hs_get(&s->table, p.head.hash, &p);
@@ -452,8 +443,19 @@ int memo_get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t *
             return 0;
         }
     }
-    struct memo_call c = { m, l, s, p, 0, NULL, fn, ctx, NULL, value };
+    struct memo_call c = { m, l, s, p, deadline, NULL, fn, ctx, NULL, value };
     return memo__get_slow(&c, e);
+}
+
+int memo_get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t *value)
+{
+    return memo__get_u64(m, key, fn, ctx, 0, value);
+}
+
+int memo_get_u64_timed(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t timeout_ns,
+                       uint64_t *value)
+{
+    return memo__get_u64(m, key, fn, ctx, memo__deadline(timeout_ns), value);
 }
 
 static int memo__get_bytes(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *ctx,
@@ -463,23 +465,12 @@ static int memo__get_bytes(memo_t *m, const void *key, size_t key_len, memo_fn *
         memset(ref, 0, sizeof *ref);
     if (m == NULL || fn == NULL || ref == NULL || (key == NULL && key_len != 0))
         return MEMO_EINVAL;
-    struct memo_call c;
-    c.memo = m;
-    c.local = memo__local(m);
-    if (c.local == NULL)
+    struct memo_local *l = memo__local(m);
+    if (l == NULL)
         return MEMO_ENOMEM;
-    c.probe.head.kind = MEMO__KIND_PROBE;
-    c.probe.head.hash = memo__hash_bytes(m, key, key_len);
-    c.probe.space = MEMO__KIND_BYTES;
-    c.probe.key = key;
-    c.probe.key_len = key_len;
+    struct memo_call c = { m, l, NULL, { .space = 0 }, deadline, fn, NULL, ctx, ref, NULL };
+    memo__probe_bytes(&c.probe, m, key, key_len);
     c.shard = memo__shard(m, c.probe.head.hash);
-    c.deadline = deadline;
-    c.fn = fn;
-    c.fn_u64 = NULL;
-    c.ctx = ctx;
-    c.ref = ref;
-    c.value = NULL;
     ck_epoch_begin(&c.local->record, NULL);
     struct memo_entry *e = ck_hs_get(&c.shard->table, c.probe.head.hash, &c.probe);
     if (memo__likely(e != NULL)) {
@@ -525,11 +516,7 @@ int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref)
     if (l == NULL)
         return MEMO_ENOMEM;
     struct memo_probe p;
-    p.head.kind = MEMO__KIND_PROBE;
-    p.head.hash = memo__hash_bytes(m, key, key_len);
-    p.space = MEMO__KIND_BYTES;
-    p.key = key;
-    p.key_len = key_len;
+    memo__probe_bytes(&p, m, key, key_len);
     ck_epoch_begin(&l->record, NULL);
     struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
     if (e != NULL) {
@@ -557,10 +544,7 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
     if (l == NULL)
         return MEMO_ENOMEM;
     struct memo_probe p;
-    p.head.kind = MEMO__KIND_PROBE;
-    p.head.hash = memo__hash_u64(m, key);
-    p.space = MEMO__KIND_U64;
-    p.key_u64 = key;
+    memo__probe_u64(&p, m, key);
     int rc = MEMO_ENOENT;
     ck_epoch_begin(&l->record, NULL);
     struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
@@ -611,11 +595,7 @@ int memo_forget(memo_t *m, const void *key, size_t key_len)
     if (m == NULL || (key == NULL && key_len != 0))
         return MEMO_EINVAL;
     struct memo_probe p;
-    p.head.kind = MEMO__KIND_PROBE;
-    p.head.hash = memo__hash_bytes(m, key, key_len);
-    p.space = MEMO__KIND_BYTES;
-    p.key = key;
-    p.key_len = key_len;
+    memo__probe_bytes(&p, m, key, key_len);
     return memo__forget(m, &p);
 }
 
@@ -624,10 +604,7 @@ int memo_forget_u64(memo_t *m, uint64_t key)
     if (m == NULL)
         return MEMO_EINVAL;
     struct memo_probe p;
-    p.head.kind = MEMO__KIND_PROBE;
-    p.head.hash = memo__hash_u64(m, key);
-    p.space = MEMO__KIND_U64;
-    p.key_u64 = key;
+    memo__probe_u64(&p, m, key);
     return memo__forget(m, &p);
 }
 
