@@ -1,0 +1,96 @@
+// W1: hits only. Every table holds keys 0..n-1 (u64, or 32-byte strings made from the index)
+// before the timed loop; each iteration looks up one key that is there, drawn uniformly (or the
+// same hot key in every thread). Tables are built once per (peer, size, key type) and kept for
+// the whole process, so the interleaved repetitions do not rebuild them.
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "peers.hh"
+#include "workloads.hh"
+
+namespace bench {
+namespace {
+
+std::mutex g_tables_lock;
+
+template <class P, class K> P *table(size_t n)
+{
+    static std::map<size_t, std::unique_ptr<P>> tables;
+    std::lock_guard<std::mutex> g(g_tables_lock);
+    auto &slot = tables[n];
+    if (!slot) {
+        slot = std::make_unique<P>(n);
+        for (uint64_t i = 0; i < n; i++)
+            slot->put(key_of<K>(i), value_of(i));
+    }
+    return slot.get();
+}
+
+template <class P, class K> void BM_hits(benchmark::State &st, size_t n, bool hot)
+{
+    P *p = table<P, K>(n);
+    Rng rng(0x77 + (uint64_t)st.thread_index());
+    uint64_t sum = 0;
+    for (auto _ : st) {
+        uint64_t i = hot ? 0 : rng.below(n);
+        uint64_t v;
+        if (__builtin_expect(!p->get(key_of<K>(i), v), 0)) {
+            st.SkipWithError("a key that was stored is missing");
+            break;
+        }
+        sum += v;
+    }
+    benchmark::DoNotOptimize(sum);
+    st.SetItemsProcessed(st.iterations());
+}
+
+template <class P, class K>
+void add(const char *key_name, size_t n, bool hot, const std::vector<int> &threads)
+{
+    std::string name = std::string("W1_hits/") + P::kName + "/" + key_name + "/" + (hot ? "hot" : "uniform") +
+                       "/keys:" + std::to_string(n);
+    auto *b = benchmark::RegisterBenchmark(name.c_str(), [n, hot](benchmark::State &st) { BM_hits<P, K>(st, n, hot); });
+    b->UseRealTime();
+    for (int t : threads)
+        b->Threads(t);
+}
+
+template <class K> void add_all(const char *key_name, size_t n, bool hot, const std::vector<int> &threads)
+{
+    add<MemoPeer, K>(key_name, n, hot, threads);
+    add<CkRawPeer, K>(key_name, n, hot, threads);
+    if constexpr (std::is_same_v<K, uint64_t>)
+        add<DensePeer, K>(key_name, n, hot, threads);
+    add<TbbHashMapPeer<K>, K>(key_name, n, hot, threads);
+    add<TbbUnorderedPeer<K>, K>(key_name, n, hot, threads);
+    add<CuckooPeer<K>, K>(key_name, n, hot, threads);
+    add<UrcuPeer<K>, K>(key_name, n, hot, threads);
+    add<GlibMutexPeer<K>, K>(key_name, n, hot, threads);
+    add<RwlockMapPeer<K>, K>(key_name, n, hot, threads);
+}
+
+} // namespace
+
+void register_w1()
+{
+    const std::vector<int> scaling = {1, 2}, with_over = {1, 2, 4, 16};
+    std::vector<size_t> u64_sizes = g_quick ? std::vector<size_t>{1024, 65536}
+                                            : std::vector<size_t>{1024, 65536, 1 << 20, 8 << 20};
+    std::vector<size_t> str_sizes = g_quick ? std::vector<size_t>{65536}
+                                            : std::vector<size_t>{1024, 65536, 1 << 20};
+    for (size_t n : u64_sizes) {
+        // The hot key and the oversubscribed panel at 64K keys only (one hot key behaves the same
+        // whatever the table's size; oversubscription shows behaviour, not scaling).
+        add_all<uint64_t>("u64", n, false, n == 65536 ? with_over : scaling);
+        if (n == 65536)
+            add_all<uint64_t>("u64", n, true, with_over);
+    }
+    for (size_t n : str_sizes) {
+        add_all<Key32>("str32", n, false, scaling);
+        if (n == 65536)
+            add_all<Key32>("str32", n, true, scaling);
+    }
+}
+
+} // namespace bench
