@@ -63,7 +63,7 @@ typedef struct memo memo_t; /* opaque */
 typedef struct memo_config {
     size_t   struct_size;      /* sizeof(memo_config_t); lets later versions append fields */
     size_t   expected_entries; /* sizing hint; 0 = start small and grow */
-    unsigned shards;           /* 0 = chosen from the CPU count; else a power of two, <= 4096 */
+    unsigned shards;           /* 0 = 32 per CPU (16 to 1024); else a power of two, <= 4096 */
     unsigned flags;            /* MEMO_F_* */
     uint64_t seed;             /* hash seed; 0 = a fresh random seed for this memo */
 } memo_config_t;

@@ -18,14 +18,22 @@ int memo__shards_init(struct memo *m, size_t expected_entries)
     m->shards = aligned_alloc(MEMO__CACHELINE, sizeof(struct memo_shard) * m->nshards);
     if (m->shards == NULL)
         return MEMO_ENOMEM;
-    unsigned long per_shard = expected_entries / m->nshards;
+    /* ck_hs grows at half full: room for twice the expected share keeps a presized memo from
+     * rehashing under its shard locks. */
+    unsigned long per_shard = expected_entries / m->nshards * 2;
     per_shard = per_shard < 16 ? 16 : per_shard;
     memo__table_alloc_init(&m->table_alloc);
     memo__alloc_local = l;
     unsigned i;
     for (i = 0; i < m->nshards; i++) {
         struct memo_shard *s = &m->shards[i];
-        pthread_mutex_init(&s->lock, NULL);
+        /* Adaptive: critical sections are a few hundred ns, no user code; spinning a little
+         * beats sleeping on the first collision. */
+        pthread_mutexattr_t attr;
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+        pthread_mutex_init(&s->lock, &attr);
+        pthread_mutexattr_destroy(&attr);
         atomic_init(&s->entries, 0);
         if (!ck_hs_init(&s->table, MEMO__HS_MODE, memo__hs_hash, memo__hs_compare, &m->table_alloc,
                         per_shard, (unsigned long)m->seed)) {

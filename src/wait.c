@@ -80,7 +80,15 @@ static bool memo__deadlock_walk(struct memo_thread *self, struct memo_flight *f,
         struct memo_thread *owner = f->thread;
         if (owner == self)
             return true;
-        f = memo__read_waiting(owner, &seq);
+        uint64_t next_seq;
+        struct memo_flight *next = memo__read_waiting(owner, &next_seq);
+        /* Only a wait that the owner began while still computing f links f to the next
+         * computation: if f ended meanwhile, owner may have moved on and waits for something
+         * else, and following that would report a cycle that never was. */
+        if (atomic_load_explicit(&f->seq, memory_order_seq_cst) != seq)
+            return false;
+        f = next;
+        seq = next_seq;
     }
     return false;
 }
