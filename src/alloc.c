@@ -24,7 +24,7 @@ int memo__arena_create(struct memo *m)
 {
     unsigned arena;
     size_t len = sizeof arena;
-    if (mallctl("arenas.create", &arena, &len, NULL, 0) != 0)
+    if (MEMO__TEST_ALLOC_FAILS(false) || mallctl("arenas.create", &arena, &len, NULL, 0) != 0)
         return MEMO_ENOMEM;
     m->arena = arena;
     return 0;
@@ -51,6 +51,8 @@ int memo__tcache_create(struct memo *m, unsigned *out)
         return 0;
     }
     size_t len = sizeof *out;
+    if (MEMO__TEST_ALLOC_FAILS(false))
+        return MEMO_ENOMEM;
     return mallctl("tcache.create", out, &len, NULL, 0) == 0 ? 0 : MEMO_ENOMEM;
 }
 
@@ -65,8 +67,10 @@ static inline int memo__mallocx_flags(const struct memo_local *l)
     return (int)(MALLOCX_ARENA(l->memo->arena) | MALLOCX_TCACHE(l->tcache));
 }
 
-void *memo__mem_alloc(struct memo_local *l, size_t size)
+static inline void *memo__alloc(struct memo_local *l, size_t size, bool table)
 {
+    if (MEMO__TEST_ALLOC_FAILS(table))
+        return NULL;
     if (l->memo->system_alloc) {
         void *p = malloc(size);
         if (p != NULL) /* the local's own counter: only this thread writes it */
@@ -77,6 +81,11 @@ void *memo__mem_alloc(struct memo_local *l, size_t size)
         return p;
     }
     return mallocx(size, memo__mallocx_flags(l));
+}
+
+void *memo__mem_alloc(struct memo_local *l, size_t size)
+{
+    return memo__alloc(l, size, false);
 }
 
 void memo__mem_free(struct memo_local *l, void *p, size_t size)
@@ -128,7 +137,7 @@ static void *memo__table_malloc(size_t size)
 {
     struct memo_local *l = memo__alloc_local;
     size_t total = offsetof(struct memo_table_block, data) + size;
-    struct memo_table_block *b = memo__mem_alloc(l, total);
+    struct memo_table_block *b = memo__alloc(l, total, true);
     if (b == NULL)
         return NULL;
     b->size = total;

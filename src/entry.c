@@ -82,6 +82,10 @@ void memo__epoch_poll(struct memo_local *l)
  * in one), and no thread may find it through a marker's final pointer after its grace period. */
 void memo__entry_retire(struct memo_local *l, struct memo_entry *e)
 {
+#if MEMO_MUTANT == 2 /* M2 free-now: freed at once, readers may still hold it */
+    memo__entry_free_now(l, e);
+    return;
+#endif
     ck_epoch_call(&l->record, &e->retire, memo__entry_reclaim);
     if (l->record.n_pending >= MEMO__POLL_EVERY)
         memo__epoch_poll(l);

@@ -29,6 +29,7 @@
 #include <ck_malloc.h>
 
 #include "memo.h"
+#include "mutants.h"
 
 #define MEMO__CACHELINE 64
 #define memo__likely(x) __builtin_expect(!!(x), 1)
@@ -267,5 +268,14 @@ MEMO__HIDDEN uint64_t memo__now_ns(void);
 
 /* fork.c */
 MEMO__HIDDEN void memo__fork_handlers_install(void);
+
+/* testing.c, memo_testing only: whether the allocation about to be made must fail (table: a ck_hs
+ * slot array). In libmemo, a constant false. */
+#ifdef MEMO_TESTING
+MEMO__HIDDEN bool memo__test_alloc_fails(bool table);
+#define MEMO__TEST_ALLOC_FAILS(table) memo__unlikely(memo__test_alloc_fails(table))
+#else
+#define MEMO__TEST_ALLOC_FAILS(table) ((void)(table), false)
+#endif
 
 #endif /* MEMO_INTERNAL_H */

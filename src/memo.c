@@ -146,7 +146,8 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     if (c.shards != 0 && ((c.shards & (c.shards - 1)) != 0 || c.shards > 4096))
         return MEMO_EINVAL;
 
-    struct memo *m = aligned_alloc(MEMO__CACHELINE, (sizeof *m + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1));
+    struct memo *m = MEMO__TEST_ALLOC_FAILS(false) ? NULL :
+        aligned_alloc(MEMO__CACHELINE, (sizeof *m + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1));
     if (m == NULL)
         return MEMO_ENOMEM;
     memset(m, 0, sizeof *m);
@@ -210,6 +211,13 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
     memo__alloc_local = NULL;
     if (code != 0)
         memo__entry_set_code(e, code);
+#if MEMO_MUTANT == 3 /* M3 no-wake-on-fail: the state changes, sleepers are not woken */
+    if (code != 0)
+        atomic_store_explicit(&e->state,
+                              MEMO__FAILED | (atomic_load_explicit(&e->state, memory_order_relaxed) & MEMO__DETACHED),
+                              memory_order_release);
+    else
+#endif
     (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     pthread_mutex_unlock(&run->shard->lock);
     memo__flight_pop(run->self, run->flight);
@@ -224,6 +232,10 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
  * exception through fn). Its waiters wake and retry. */
 static void memo__flight_abandon(void *arg)
 {
+#if MEMO_MUTANT == 4 /* M4 no-death-cleanup: the dying owner's marker stays COMPUTING */
+    if (arg != NULL)
+        return;
+#endif
     struct memo_flight_run *run = arg;
     struct memo_local *l = memo__local(run->memo);
     if (l == NULL) /* cannot happen: this thread's local exists since the miss */
@@ -234,10 +246,15 @@ static void memo__flight_abandon(void *arg)
 static void memo__flight_done_u64(struct memo_flight_run *run, struct memo_local *l, uint64_t value)
 {
     struct memo_entry *e = run->marker;
+#if MEMO_MUTANT == 5 /* M5 ready-before-value: READY is published, then the value written */
+    uint32_t old = memo__settle(e, MEMO__READY);
+    e->u64.value = value;
+#else
     e->u64.value = value; /* ordered before READY by memo__settle's release */
     /* Once READY and stored, e belongs to the table: a forget or clear may retire it at once,
      * and this thread holds no section, so e is not touched again. */
     uint32_t old = memo__settle(e, MEMO__READY);
+#endif
     memo__flight_pop(run->self, run->flight);
     if (old & MEMO__DETACHED)
         memo__entry_retire(l, e); /* not stored: its waiters have the value */
@@ -315,10 +332,12 @@ static int memo__compute(struct memo_call *c)
     struct memo_entry *e;
 
     pthread_mutex_lock(&s->lock);
+#if MEMO_MUTANT != 1 /* M1 double-compute: no re-check under the shard lock */
     if (ck_hs_get(&s->table, hash, &c->probe) != NULL) {
         pthread_mutex_unlock(&s->lock);
         return 1;
     }
+#endif
     memo__alloc_local = l;
     if (c->probe.space == MEMO__KIND_U64)
         e = memo__entry_new_u64(l, hash, c->probe.key_u64);
@@ -330,8 +349,10 @@ static int memo__compute(struct memo_call *c)
         e->flight_seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
         MEMO_ANN_PUBLISH(e);
         if (!ck_hs_put_unique(&s->table, hash, e)) {
+#if MEMO_MUTANT != 9 /* M9 ignore-grow-fail: a failed insert is taken as done */
             memo__flight_pop(self, f);
             f = NULL;
+#endif
         }
     }
     memo__alloc_local = NULL;
@@ -408,6 +429,17 @@ static int memo__get_slow(struct memo_call *c, struct memo_entry *e)
                     return code;
                 }
                 if (r < 0) { /* MEMO_EDEADLK, MEMO_ETIMEDOUT */
+#if MEMO_MUTANT == 8 /* M8 timeout-removes: a timed-out waiter takes the marker out, as forget does */
+                    if (r == MEMO_ETIMEDOUT) {
+                        pthread_mutex_lock(&c->shard->lock);
+                        if ((atomic_fetch_or(&e->state, MEMO__DETACHED) & MEMO__DETACHED) == 0) {
+                            memo__alloc_local = c->local;
+                            (void)ck_hs_remove(&c->shard->table, e->hash, e);
+                            memo__alloc_local = NULL;
+                        }
+                        pthread_mutex_unlock(&c->shard->lock);
+                    }
+#endif
                     memo__section_end(c->local);
                     return r;
                 }

@@ -15,7 +15,8 @@ int memo__shards_init(struct memo *m, size_t expected_entries)
     struct memo_local *l = memo__local(m);
     if (l == NULL)
         return MEMO_ENOMEM;
-    m->shards = aligned_alloc(MEMO__CACHELINE, sizeof(struct memo_shard) * m->nshards);
+    m->shards = MEMO__TEST_ALLOC_FAILS(false) ? NULL :
+        aligned_alloc(MEMO__CACHELINE, sizeof(struct memo_shard) * m->nshards);
     if (m->shards == NULL)
         return MEMO_ENOMEM;
     /* ck_hs grows at half full: room for twice the expected share keeps a presized memo from

@@ -76,7 +76,7 @@ void memo__registry_remove_locals(struct memo *m)
 static struct memo_flight_block *memo__flight_block_new(struct memo_thread *t,
                                                         struct memo_flight_block *prev)
 {
-    struct memo_flight_block *b = calloc(1, sizeof *b);
+    struct memo_flight_block *b = MEMO__TEST_ALLOC_FAILS(false) ? NULL : calloc(1, sizeof *b);
     if (b == NULL)
         return NULL;
     for (unsigned i = 0; i < MEMO__FLIGHTS_PER_BLOCK; i++) {
@@ -177,7 +177,8 @@ static struct memo_thread *memo__thread_new(void)
         memo__thread_pool = t->next_free;
     memo__registry_unlock();
     if (t == NULL) {
-        t = aligned_alloc(MEMO__CACHELINE, (sizeof *t + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1));
+        t = MEMO__TEST_ALLOC_FAILS(false) ? NULL :
+            aligned_alloc(MEMO__CACHELINE, (sizeof *t + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1));
         if (t == NULL)
             return NULL;
         memset(t, 0, sizeof *t);
@@ -206,7 +207,7 @@ static struct memo_local *memo__local_new(struct memo *m)
         return l;
     }
     size_t size = (sizeof *l + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1);
-    l = aligned_alloc(MEMO__CACHELINE, size);
+    l = MEMO__TEST_ALLOC_FAILS(false) ? NULL : aligned_alloc(MEMO__CACHELINE, size);
     if (l == NULL)
         return NULL;
     memset(l, 0, size);
@@ -246,7 +247,7 @@ struct memo_local *memo__local_slow(struct memo *m)
     }
     if (slot == t->nslots) {
         unsigned n = t->nslots ? t->nslots * 2 : 4;
-        struct memo_slot *slots = calloc(n, sizeof *slots);
+        struct memo_slot *slots = MEMO__TEST_ALLOC_FAILS(false) ? NULL : calloc(n, sizeof *slots);
         if (slots == NULL) {
             memo__registry_unlock();
             return NULL;

@@ -1,0 +1,38 @@
+/*
+ * Mutants: known bugs that a test build can plant one at a time (cmake -DMEMO_MUTANT=<id>, which
+ * compiles -DMEMO_MUTANT=<id> into the library), to check that the tests catch each of them.
+ * scripts/mutants builds and runs them all. Never set in a release build: with MEMO_MUTANT
+ * undefined (0) every `#if MEMO_MUTANT == N` below is compiled out.
+ *
+ * Each mutant sits at its exact spot in src/ as `#if MEMO_MUTANT == N` with a comment naming it.
+ * The table below is parsed by scripts/mutants: "M<id> <name> <test binary that must catch it>".
+ *
+ * M1  double-compute      test_once        a miss inserts its marker without re-checking under the
+ *                                          shard lock: two threads compute one key (memo.c)
+ * M2  free-now            test_forget      a retired entry is freed at once, not after the epoch's
+ *                                          grace period: refs read reused memory (entry.c)
+ * M3  no-wake-on-fail     test_fail        fn failed: the state changes but sleepers are not woken
+ *                                          (memo.c)
+ * M4  no-death-cleanup    test_death       the cleanup handler of a dying computing thread does
+ *                                          nothing: its waiters sleep forever (memo.c)
+ * M5  ready-before-value  test_publish     a u64 marker becomes READY before its value is written
+ *                                          (memo.c)
+ * M6  no-atfork           test_fork        no atfork handlers: the child inherits held locks and
+ *                                          markers whose owners do not exist there (fork.c)
+ * M7  no-cycle-check      test_deadlock    waiting skips the deadlock walk: recursion on a key in
+ *                                          flight hangs (wait.c)
+ * M8  timeout-removes     test_timed       a timed-out waiter removes the in-flight marker, as if
+ *                                          forgotten: the value computed is not stored (memo.c)
+ * M9  ignore-grow-fail    test_alloc_fail  a failed insert (the table could not grow) is taken as
+ *                                          done: fn runs, its value is never stored (memo.c)
+ * M10 constant-seed       test_hash        seed 0 gives every memo the same constant seed instead of
+ *                                          a random one (hash.c)
+ */
+#ifndef MEMO_MUTANTS_H
+#define MEMO_MUTANTS_H
+
+#ifndef MEMO_MUTANT
+#define MEMO_MUTANT 0
+#endif
+
+#endif /* MEMO_MUTANTS_H */
