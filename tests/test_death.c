@@ -16,6 +16,7 @@
  * are still waiting after 10 s (the test fails and bails out).
  */
 #include "tap.h"
+#include "keyspace.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -112,18 +113,7 @@ static int dying_fn_u64(void *ctx, uint64_t key, uint64_t *value)
 
 static int get_value(death_ctx_t *c, uint64_t key, memo_fn *fn_b, memo_fn_u64 *fn_u, uint64_t *v)
 {
-    if (!c->bytes)
-        return memo_get_u64(c->m, key, fn_u, c, v);
-    memo_ref_t r = MEMO_REF_INIT;
-    int        rc = memo_get(c->m, &key, sizeof key, fn_b, c, &r);
-    if (rc == 0) {
-        if (r.len == sizeof *v)
-            memcpy(v, r.data, sizeof *v);
-        else
-            rc = 555;
-        memo_release(&r);
-    }
-    return rc;
+    return keyspace_get(c->m, c->bytes, key, fn_b, fn_u, c, v);
 }
 
 static void *dying_thread(void *arg)

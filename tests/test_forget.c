@@ -20,6 +20,7 @@
  * call does not return while A is blocked, and A's value ends up stored.
  */
 #include "tap.h"
+#include "keyspace.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -94,18 +95,7 @@ static int n_fn_bytes(void *ctx, const void *k, size_t n, memo_result_t *out)
 
 static int flight_get(flight_t *f, memo_fn *fb, memo_fn_u64 *fu, uint64_t *v)
 {
-    if (!f->bytes)
-        return memo_get_u64(f->m, FLIGHT_KEY, fu, f, v);
-    memo_ref_t r = MEMO_REF_INIT;
-    int        rc = memo_get(f->m, &FLIGHT_KEY, sizeof FLIGHT_KEY, fb, f, &r);
-    if (rc == 0) {
-        if (r.len == sizeof *v)
-            memcpy(v, r.data, sizeof *v);
-        else
-            rc = 555;
-        memo_release(&r);
-    }
-    return rc;
+    return keyspace_get(f->m, f->bytes, FLIGHT_KEY, fb, fu, f, v);
 }
 
 static int flight_lookup(flight_t *f, uint64_t *v)
