@@ -536,6 +536,30 @@ def main():
                      fmt(g.hi("duplicates")) if g.values("duplicates") else "", fmt(g.hi("wrong_answers"))))
     L.append(md_table(["problem", "solver", "threads", "time ms", "states (memo) / cells (array)", "duplicates (max)", "wrong answers (max)"], rows))
     L.append("")
+    dp_path = os.path.join(results_dir, "W5_memo_dp.jsonl")
+    if os.path.exists(dp_path):
+        runs = {}
+        with open(dp_path) as fh:
+            for line in fh:
+                line = line.strip()
+                if line:
+                    r = json.loads(line)
+                    runs.setdefault((r["problem"], r["threads"]), []).append(r)
+        L.append("With memo-dp itself (`memo-dp PROBLEM --threads N --json`, built-in instances; the threads split "
+                 "the work and share one memo; median [min, max] of the repetitions):\n")
+        rows = []
+        for (prob, thr) in sorted(runs):
+            rs = runs[(prob, thr)]
+            secs = sorted(r["seconds"] for r in rs)
+            one = runs.get((prob, 1))
+            speed = ""
+            if one and thr != 1:
+                speed = f"{statistics.median(r['seconds'] for r in one) / statistics.median(secs):.2f}x"
+            rows.append((prob, thr, f"{statistics.median(secs):.3f} [{secs[0]:.3f}, {secs[-1]:.3f}]",
+                         fmt(statistics.median(r["states"] for r in rs)), fmt(statistics.median(r["waits"] for r in rs)),
+                         f"{statistics.median(r['bytes_per_state'] for r in rs):.1f}", speed))
+        L.append(md_table(["problem", "threads", "seconds", "states", "waits", "bytes per state", "speedup over 1 thread"], rows))
+        L.append("")
 
     # W6
     L.append("## W6: clear and memory (1M u64 entries in the full profile)\n")
