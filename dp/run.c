@@ -216,19 +216,14 @@ static size_t dp_stack_size(const struct dp_instance *inst)
 }
 
 /*
- * The memo's tables, sized for the run up front, with two allowances for memo 0.1:
- *  - memo sizes each shard's ck_hs for expected_entries / shards entries, but ck_hs grows a table
- *    once it is half full (rehashing the whole shard under its lock while other threads sleep on
- *    that lock): asking for twice the states means no table grows during the run;
- *  - shard locks are mutexes that put a thread to sleep on the first collision; memo's default
- *    of 4 shards per CPU (8 here) makes two threads that both miss all the time collide on one
- *    miss in a hundred, each collision a futex sleep and wake-up. 1024 shards make it rare
- *    (fewer for small instances, whose shards would be mostly empty).
+ * The memo's tables, sized for the run up front (memo gives each shard room for its share of
+ * expected_entries below ck_hs's half-full growth point, so no table grows during the run), and
+ * more shards than memo's default for large instances: two threads that both miss all the time
+ * then rarely meet on a shard lock (fewer for small instances, whose shards would be mostly empty).
  */
 static void dp_memo_config(const struct dp_instance *inst, memo_config_t *cfg)
 {
-    uint64_t expected = inst->states > SIZE_MAX / 4 ? SIZE_MAX / 4 : inst->states * 2;
-    cfg->expected_entries = (size_t)expected;
+    cfg->expected_entries = inst->states > SIZE_MAX ? SIZE_MAX : (size_t)inst->states;
     unsigned shards = 16;
     while (shards < 1024 && (uint64_t)shards * 64 < inst->states)
         shards *= 2;
