@@ -148,6 +148,9 @@ typedef struct memo_ref {
  * key may be NULL when key_len is 0. Returns 0, MEMO_EINVAL (m, fn or ref NULL), MEMO_ENOMEM,
  * MEMO_EDEADLK, or fn's code. May block: waits for another thread's computation without bound,
  * and runs fn. May be called inside fn and while holding refs.
+ * Waiting for another thread's computation is a cancellation point, as pthread_cond_wait is: a
+ * waiter that pthread_cancel ends leaves that computation running and holds nothing of memo's
+ * (refs it got earlier are its own to release, in its own cleanup handlers).
  */
 MEMO_EXPORT int memo_get(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *ctx,
                          memo_ref_t *ref);

@@ -87,8 +87,14 @@ void memo__entry_retire(struct memo_local *l, struct memo_entry *e)
     return;
 #endif
     ck_epoch_call(&l->record, &e->retire, memo__entry_reclaim);
-    if (l->record.n_pending >= MEMO__POLL_EVERY)
+    unsigned at = l->poll_at > MEMO__POLL_EVERY ? l->poll_at : MEMO__POLL_EVERY;
+    if (l->record.n_pending >= at) {
         memo__epoch_poll(l);
+        /* While a reader pins the epoch (a ref held long, a long wait) frees stay pending, and a
+         * poll per retire would scan every record of the memo each time: wait for as many
+         * pending frees again before the next poll, so retiring stays O(1) amortized. */
+        l->poll_at = 2 * l->record.n_pending;
+    }
 }
 
 unsigned long memo__hs_hash(const void *object, unsigned long seed)

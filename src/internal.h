@@ -146,6 +146,7 @@ struct memo_local {
     struct memo_thread  *thread;    /* NULL while parked */
     unsigned             tcache;    /* jemalloc explicit thread cache, for memo's arena */
     unsigned             slot;      /* index in thread->slots */
+    unsigned             poll_at;   /* pending frees at which retiring next polls the epoch */
     struct memo_local   *next;      /* memo->locals: every local of the memo */
     struct memo_local   *next_parked;
 };
@@ -262,7 +263,10 @@ static inline struct memo_shard *memo__shard(struct memo *m, unsigned long hash)
 /* wait.c */
 /* Waits until e leaves COMPUTING, or the deadline passes (deadline_ns 0: none; UINT64_MAX:
  * already passed). Returns the state seen, MEMO_EDEADLK or MEMO_ETIMEDOUT. */
-MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_entry *e, uint64_t deadline_ns);
+/* Waits for e's computation to end; the caller is inside l's read-side section, which a
+ * cancellation during the sleep ends (wait.c). */
+MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_entry *e,
+                             uint64_t deadline_ns);
 MEMO__HIDDEN void memo__wake(struct memo_entry *e);
 MEMO__HIDDEN uint64_t memo__now_ns(void);
 

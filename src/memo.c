@@ -416,7 +416,7 @@ static int memo__get_slow(struct memo_call *c, struct memo_entry *e)
                 memo__deliver(c, c->probe.space == MEMO__KIND_BYTES && e->bytes.final != NULL ? e->bytes.final : e);
                 return 0;
             case MEMO__COMPUTING: {
-                int r = memo__wait(self, e, c->deadline);
+                int r = memo__wait(self, c->local, e, c->deadline);
                 if (r == (int)MEMO__READY) {
                     memo__count(&c->local->counters.waits);
                     memo__deliver(c, c->probe.space == MEMO__KIND_BYTES ? e->bytes.final : e);

@@ -7,6 +7,19 @@
  * Reaching itself means a cycle: MEMO_EDEADLK. The walk reads only flight slots and thread
  * structs, which are never freed, and checks each link for liveness by the slot's seq, so it
  * never dereferences an entry that may have been reclaimed.
+ *
+ * The sleep is a cancellation point, like pthread_cond_wait: a waiter that is pthread_cancel-ed
+ * while it sleeps unpublishes its wait and leaves the read-side section that kept the entry
+ * alive, then unwinds (running the cleanup handlers of any computation it was running itself).
+ * The computation it waited for goes on. A raw futex syscall is not a cancellation point, so
+ * the sleep runs with asynchronous cancellation enabled around the syscall alone, as glibc does
+ * for its own cancellable syscalls; nothing else happens in that window.
+ *
+ * This file is compiled with -fno-exceptions (CMakeLists.txt), so that pthread_cleanup_push is
+ * glibc's setjmp-buffer form, which the cancellation unwinder finds by frame address wherever
+ * the signal lands, even between two instructions. The -fexceptions form relies on landing pads
+ * at call sites, and glibc declares syscall() as never throwing: a cancellation inside it would
+ * skip the handler. No C++ exception passes through this file (it never calls fn).
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -15,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "annotate.h"
 #include "internal.h"
 
 #define MEMO__SPINS 128     /* pause loops before the first sleep */
@@ -26,11 +40,6 @@ uint64_t memo__now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int memo__futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec *rel)
-{
-    return (int)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, rel, NULL, 0);
 }
 
 void memo__wake(struct memo_entry *e)
@@ -93,8 +102,37 @@ static bool memo__deadlock_walk(struct memo_thread *self, struct memo_flight *f,
     return false;
 }
 
-int memo__wait(struct memo_thread *self, struct memo_entry *e, uint64_t deadline_ns)
+struct memo_wait_cancel {
+    struct memo_thread *self;
+    struct memo_local  *local;
+};
+
+/* Cleanup handler: the waiter is cancelled while it sleeps. */
+static void memo__wait_cancelled(void *arg)
 {
+    struct memo_wait_cancel *w = arg;
+    memo__publish_waiting(w->self, NULL, 0);
+    MEMO_ANN_SECTION_END(w->local->memo);
+    ck_epoch_end(&w->local->record, NULL);
+}
+
+/* One futex sleep that a pthread_cancel can end (see the top of this file). */
+static void memo__sleep(struct memo_wait_cancel *w, _Atomic uint32_t *word, uint32_t expected,
+                        const struct timespec *rel)
+{
+    int oldtype;
+    pthread_cleanup_push(memo__wait_cancelled, w);
+    (void)pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &oldtype);
+    /* EAGAIN, EINTR, ETIMEDOUT: the caller re-checks */
+    (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, rel, NULL, 0);
+    (void)pthread_setcanceltype(oldtype, NULL);
+    pthread_cleanup_pop(0);
+}
+
+int memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_entry *e,
+               uint64_t deadline_ns)
+{
+    struct memo_wait_cancel cancel = { self, l };
     /* The marker's flight fields were written before the marker was published, and the caller
      * saw it COMPUTING after that. */
     struct memo_flight *f = e->flight;
@@ -142,7 +180,7 @@ int memo__wait(struct memo_thread *self, struct memo_entry *e, uint64_t deadline
                 continue;
             s |= MEMO__WAITERS;
         }
-        (void)memo__futex_wait(&e->state, s, relp); /* EAGAIN, EINTR, ETIMEDOUT: re-check */
+        memo__sleep(&cancel, &e->state, s, relp);
     }
 done:
     memo__publish_waiting(self, NULL, 0);
