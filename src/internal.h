@@ -45,7 +45,16 @@
 #define MEMO__ABANDONED 3u /* the owner died; already out of the table: waiters retry */
 #define MEMO__STATE     3u
 #define MEMO__WAITERS   4u /* someone sleeps (or is about to) on the futex: wake on change */
-#define MEMO__DETACHED  8u /* forgotten or cleared while in flight: the owner must not store */
+#define MEMO__DETACHED  8u /* forgotten or cleared; set while in flight, the owner must not store */
+
+/* Whether a state word found in a table is a stored value that a hit or a lookup may return.
+ * READY|DETACHED is not: either a forget or clear has begun removing it (it linearizes before
+ * the reader), or it is the value of a computation detached in flight, which was never stored
+ * (only that computation's own waiters take it, through memo__wait). */
+static inline bool memo__stored(uint32_t state)
+{
+    return (state & (MEMO__STATE | MEMO__DETACHED)) == MEMO__READY;
+}
 
 #define MEMO__KIND_U64   1u
 #define MEMO__KIND_BYTES 2u

@@ -321,9 +321,10 @@ static void memo__deliver(struct memo_call *c, struct memo_entry *value_entry)
 }
 
 /* A miss: insert a marker under the shard lock, then run fn outside every lock and section.
- * Returns 1, still inside the caller's section, if another thread inserted the key first (the
- * caller looks again); otherwise the section has ended. */
-static int memo__compute(struct memo_call *c)
+ * If another thread inserted the key first, sets *again and returns still inside the caller's
+ * section (the caller looks again); otherwise the section has ended and the result is the call's
+ * (0, a memo code, or fn's own code, which may be any int: hence the flag, not a code). */
+static int memo__compute(struct memo_call *c, bool *again)
 {
     struct memo_local *l = c->local;
     struct memo_shard *s = c->shard;
@@ -335,7 +336,8 @@ static int memo__compute(struct memo_call *c)
 #if MEMO_MUTANT != 1 /* M1 double-compute: no re-check under the shard lock */
     if (ck_hs_get(&s->table, hash, &c->probe) != NULL) {
         pthread_mutex_unlock(&s->lock);
-        return 1;
+        *again = true;
+        return 0;
     }
 #endif
     memo__alloc_local = l;
@@ -404,14 +406,22 @@ static int memo__get_slow(struct memo_call *c, struct memo_entry *e)
     struct memo_thread *self = memo__self;
     for (;;) {
         if (e == NULL) {
-            int rc = memo__compute(c);
-            if (rc != 1)
+            bool again = false;
+            int rc = memo__compute(c, &again);
+            if (!again)
                 return rc; /* compute ended the section (a ref's section is a new one) */
         } else {
             MEMO_ANN_GOT(e);
             uint32_t st = atomic_load_explicit(&e->state, memory_order_acquire);
             switch (st & MEMO__STATE) {
             case MEMO__READY:
+                if (st & MEMO__DETACHED) {
+                    /* Forgotten, or a detached computation's value that was never stored:
+                     * not a hit. Forget and clear detach and unlink under the shard lock,
+                     * so the insert path finds the key free. */
+                    e = NULL;
+                    continue;
+                }
                 memo__count(&c->local->counters.hits);
                 memo__deliver(c, c->probe.space == MEMO__KIND_BYTES && e->bytes.final != NULL ? e->bytes.final : e);
                 return 0;
@@ -470,7 +480,7 @@ static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *
     if (memo__likely(e != NULL)) {
         MEMO_ANN_GOT(e);
         /* Acquire: pairs with memo__settle's release, so the value is the one stored. */
-        if (memo__likely((atomic_load_explicit(&e->state, memory_order_acquire) & MEMO__STATE) == MEMO__READY)) {
+        if (memo__likely(memo__stored(atomic_load_explicit(&e->state, memory_order_acquire)))) {
             *value = e->u64.value;
             memo__section_end(l);
             memo__count(&l->counters.hits);
@@ -509,7 +519,7 @@ static int memo__get_bytes(memo_t *m, const void *key, size_t key_len, memo_fn *
     struct memo_entry *e = ck_hs_get(&c.shard->table, c.probe.head.hash, &c.probe);
     if (memo__likely(e != NULL)) {
         MEMO_ANN_GOT(e);
-        if ((atomic_load_explicit(&e->state, memory_order_acquire) & MEMO__STATE) == MEMO__READY &&
+        if (memo__stored(atomic_load_explicit(&e->state, memory_order_acquire)) &&
             e->bytes.final == NULL) {
             memo__count(&c.local->counters.hits);
             memo__deliver(&c, e);
@@ -555,7 +565,7 @@ int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref)
     struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
     if (e != NULL) {
         MEMO_ANN_GOT(e);
-        if ((atomic_load_explicit(&e->state, memory_order_acquire) & MEMO__STATE) == MEMO__READY) {
+        if (memo__stored(atomic_load_explicit(&e->state, memory_order_acquire))) {
             /* A marker that has just become READY is still found until replaced: its value
              * is the entry it points to (written before READY). */
             struct memo_entry *v = e->bytes.final != NULL ? e->bytes.final : e;
@@ -584,7 +594,7 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
     struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
     if (e != NULL) {
         MEMO_ANN_GOT(e);
-        if ((atomic_load_explicit(&e->state, memory_order_acquire) & MEMO__STATE) == MEMO__READY) {
+        if (memo__stored(atomic_load_explicit(&e->state, memory_order_acquire))) {
             *value = e->u64.value;
             memo__count(&l->counters.hits);
             rc = 0;

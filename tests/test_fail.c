@@ -12,7 +12,9 @@
  * left in the table (lookup finds it, or later calls wait forever / return the old code);
  * negative memo codes from fn mangled into other codes; errors/misses/waits miscounted.
  * Verified against a mutated copy of src/: waiters that retry on FAILED -> 16 computations per
- * round instead of 1.
+ * round instead of 1. The codes start at 1 in one run each: memo's miss path once returned 1 to
+ * itself for "another thread inserted first, look again", so fn's own code 1 made it run fn
+ * again (found by stress_linear).
  */
 #include "tap.h"
 
@@ -194,6 +196,8 @@ int main(void)
 {
     tap_watchdog(100);
     run(false, 100);
+    run(false, 1); /* 1 once meant "look again" inside memo and made fn run again */
+    run(true, 1);
     run(false, MEMO_ENOMEM);
     run(false, MEMO_EDEADLK);
     run(true, 100);
