@@ -20,11 +20,32 @@
 
 __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_local *memo__alloc_local;
 
+/*
+ * Arenas are pooled: a destroyed memo's arena is reset (every allocation dropped at once, its
+ * pages purged back to the system) and its index kept for the next memo. jemalloc's own
+ * arena.<i>.destroy leaves about 4 KiB of metadata behind per arena, forever: a server that makes
+ * and drops memos (per request, per job) would grow by that much each time. Reset and reuse
+ * adds nothing, and jemalloc allows at most 4096 arenas in all, so the pool needs no other bound.
+ * The pool is guarded by the registry lock, which the atfork handlers hold across fork().
+ */
+enum { MEMO__ARENA_POOL_MAX = 4096 };
+static unsigned memo__arena_pool[MEMO__ARENA_POOL_MAX];
+static unsigned memo__arena_pooled;
+
 int memo__arena_create(struct memo *m)
 {
+    if (MEMO__TEST_ALLOC_FAILS(false))
+        return MEMO_ENOMEM;
+    memo__registry_lock();
+    bool reused = memo__arena_pooled > 0;
+    if (reused)
+        m->arena = memo__arena_pool[--memo__arena_pooled];
+    memo__registry_unlock();
+    if (reused)
+        return 0;
     unsigned arena;
     size_t len = sizeof arena;
-    if (MEMO__TEST_ALLOC_FAILS(false) || mallctl("arenas.create", &arena, &len, NULL, 0) != 0)
+    if (mallctl("arenas.create", &arena, &len, NULL, 0) != 0)
         return MEMO_ENOMEM;
     m->arena = arena;
     return 0;
@@ -34,14 +55,16 @@ void memo__arena_destroy(struct memo *m)
 {
     char name[64];
     /* Every tcache that served this arena has been destroyed (flushed) by now, as
-     * arena.<i>.destroy requires; the arena's extents go back to jemalloc whole. */
-    snprintf(name, sizeof name, "arena.%u.destroy", m->arena);
-    if (mallctl(name, NULL, NULL, NULL, 0) != 0) {
-        /* Cannot happen unless a thread was bound to the arena with thread.arena, which memo
-         * never does. Fall back to dropping the memory without reusing the index. */
-        snprintf(name, sizeof name, "arena.%u.reset", m->arena);
-        (void)mallctl(name, NULL, NULL, NULL, 0);
-    }
+     * arena.<i>.reset requires; the arena's allocations are dropped whole, then its unused
+     * pages go back to the system. */
+    snprintf(name, sizeof name, "arena.%u.reset", m->arena);
+    (void)mallctl(name, NULL, NULL, NULL, 0);
+    snprintf(name, sizeof name, "arena.%u.purge", m->arena);
+    (void)mallctl(name, NULL, NULL, NULL, 0);
+    memo__registry_lock();
+    if (memo__arena_pooled < MEMO__ARENA_POOL_MAX)
+        memo__arena_pool[memo__arena_pooled++] = m->arena;
+    memo__registry_unlock();
 }
 
 int memo__tcache_create(struct memo *m, unsigned *out)
