@@ -339,6 +339,8 @@ static int memo__compute(struct memo_call *c, bool *again)
         *again = true;
         return 0;
     }
+#else
+    (void)again;
 #endif
     memo__alloc_local = l;
     if (c->probe.space == MEMO__KIND_U64)
@@ -350,7 +352,12 @@ static int memo__compute(struct memo_call *c, bool *again)
         e->flight = f;
         e->flight_seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
         MEMO_ANN_PUBLISH(e);
+#if MEMO_MUTANT == 1 /* ...and the marker replaces whatever the table holds for the key */
+        void *replaced = NULL;
+        if (!ck_hs_set(&s->table, hash, e, &replaced)) {
+#else
         if (!ck_hs_put_unique(&s->table, hash, e)) {
+#endif
 #if MEMO_MUTANT != 9 /* M9 ignore-grow-fail: a failed insert is taken as done */
             memo__flight_pop(self, f);
             f = NULL;

@@ -8,7 +8,8 @@
  * The table below is parsed by scripts/mutants: "M<id> <name> <test binary that must catch it>".
  *
  * M1  double-compute      test_once        a miss inserts its marker without re-checking under the
- *                                          shard lock: two threads compute one key (memo.c)
+ *                                          shard lock, replacing any marker there: two threads
+ *                                          compute one key (memo.c)
  * M2  free-now            test_forget      a retired entry is freed at once, not after the epoch's
  *                                          grace period: refs read reused memory (entry.c)
  * M3  no-wake-on-fail     test_fail        fn failed: the state changes but sleepers are not woken
