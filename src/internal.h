@@ -270,10 +270,12 @@ static inline struct memo_shard *memo__shard(struct memo *m, unsigned long hash)
 }
 
 /* wait.c */
+/* Clears what t says it waits for (every way out of a wait does; a pooled thread struct is
+ * cleared again when reused, so no stale wait can ever reach another thread's deadlock walk). */
+MEMO__HIDDEN void memo__unpublish_waiting(struct memo_thread *t);
 /* Waits until e leaves COMPUTING, or the deadline passes (deadline_ns 0: none; UINT64_MAX:
- * already passed). Returns the state seen, MEMO_EDEADLK or MEMO_ETIMEDOUT. */
-/* Waits for e's computation to end; the caller is inside l's read-side section, which a
- * cancellation during the sleep ends (wait.c). */
+ * already passed). Returns the state seen, MEMO_EDEADLK or MEMO_ETIMEDOUT. The caller is inside
+ * l's read-side section, which a cancellation during the sleep ends. */
 MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_entry *e,
                              uint64_t deadline_ns);
 MEMO__HIDDEN void memo__wake(struct memo_entry *e);

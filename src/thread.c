@@ -185,6 +185,8 @@ static struct memo_thread *memo__thread_new(void)
         atomic_init(&t->wait_gen, 0);
         atomic_init(&t->wait_flight, NULL);
         atomic_init(&t->wait_seq, 0);
+    } else {
+        memo__unpublish_waiting(t);
     }
     t->next_free = NULL;
     t->flight_block = NULL;

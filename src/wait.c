@@ -57,6 +57,11 @@ static void memo__publish_waiting(struct memo_thread *self, struct memo_flight *
     atomic_store_explicit(&self->wait_gen, g + 2, memory_order_seq_cst);
 }
 
+void memo__unpublish_waiting(struct memo_thread *self)
+{
+    memo__publish_waiting(self, NULL, 0);
+}
+
 /* Seqlock reader: a consistent (flight, seq) pair of another thread. */
 static struct memo_flight *memo__read_waiting(struct memo_thread *t, uint64_t *seq)
 {
