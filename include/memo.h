@@ -104,7 +104,7 @@ typedef struct memo_result memo_result_t; /* opaque: where a compute function pu
  * non-zero code (positive for its own errors; memo's negative codes travel unchanged). It runs in
  * the thread of the caller that missed, with no memo lock held and outside memo's read-side
  * sections; it may call any memo function, on this memo or another, except memo_destroy of a memo
- * in use.
+ * in use. A fn that returns 0 without storing anything stores an empty value (len 0).
  */
 typedef int memo_fn(void *ctx, const void *key, size_t key_len, memo_result_t *out);
 
@@ -179,6 +179,7 @@ MEMO_EXPORT void memo_release(memo_ref_t *ref);
  * Get or compute, u64 keys and values: the fast path for DP solvers. The same semantics as
  * memo_get, with the value copied out (no ref to release). u64 keys and byte keys are separate
  * key spaces in the same memo. A hit takes no lock and writes no shared memory.
+ * A memo_fn_u64 is called with *value 0: one that returns 0 without writing it stores 0.
  */
 typedef int memo_fn_u64(void *ctx, uint64_t key, uint64_t *value);
 
@@ -201,8 +202,12 @@ MEMO_EXPORT int memo_forget_u64(memo_t *m, uint64_t key);
  * while holding refs (refs stay valid). They take shard locks briefly and never wait for a
  * computation.
  *
- * After memo_forget(k) returns, a new call for k never waits on a computation that began before
- * it, and nothing such a computation returns is stored (its own waiters still get its result).
+ * memo_forget returns 0 when it removed a stored value, and MEMO_ENOENT when nothing was stored,
+ * including when k was being computed: that computation is then detached. After memo_forget(k)
+ * returns, a new call for k never waits on a computation that began before it, and nothing such
+ * a computation returns is stored (its own caller and waiters still get its result; if that
+ * caller computes k again from inside fn, the new computation is an independent one). memo_clear
+ * does the same for every key, shard by shard (not one atomic step across keys).
  */
 MEMO_EXPORT int  memo_forget(memo_t *m, const void *key, size_t key_len); /* 0, MEMO_ENOENT, MEMO_EINVAL */
 MEMO_EXPORT void memo_clear(memo_t *m);                                   /* forget every key */
