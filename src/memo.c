@@ -621,13 +621,14 @@ static int memo__forget(struct memo *m, struct memo_probe *p)
     struct memo_shard *s = memo__shard(m, p->head.hash);
     int rc = MEMO_ENOENT;
     pthread_mutex_lock(&s->lock);
-    struct memo_entry *e = ck_hs_get(&s->table, p->head.hash, p);
+    memo__alloc_local = l;
+    struct memo_entry *e = ck_hs_remove(&s->table, p->head.hash, p);
+    memo__alloc_local = NULL;
     if (e != NULL) {
-        /* See memo__shard_clear: the old word decides who frees a u64 marker. */
+        /* Unlinked first, detached last: see memo__shard_clear. The old word decides who frees
+         * a u64 marker, and once DETACHED is set its owner may free it at any time (this thread
+         * holds no read-side section): nothing here may touch it after the fetch_or. */
         uint32_t old = atomic_fetch_or_explicit(&e->state, MEMO__DETACHED, memory_order_acq_rel);
-        memo__alloc_local = l;
-        (void)ck_hs_remove(&s->table, p->head.hash, p);
-        memo__alloc_local = NULL;
         if ((old & MEMO__STATE) != MEMO__COMPUTING) {
             atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
             rc = 0;

@@ -78,16 +78,22 @@ void memo__shards_destroy(struct memo *m, struct memo_local *l)
 }
 
 /*
- * Empties one shard. Stored entries are unlinked first (the whole table reset at once, or one by
- * one if a fresh slot array cannot be had), then retired through the epoch; in-flight markers are
- * marked DETACHED and left to their owners, who will not store and free them themselves.
- * Entries are chained through their retire links between the two steps, so clearing allocates
- * nothing.
+ * Empties one shard. Every entry is unlinked first (the whole table reset at once, or one by one
+ * if a fresh slot array cannot be had), then marked DETACHED: stored entries are retired through
+ * the epoch; in-flight markers are left to their owners, who will not store and free them
+ * themselves. Entries are chained through their retire links between the steps, so clearing
+ * allocates nothing.
+ *
+ * The order matters. The owner of a u64 marker publishes without the lock, by a CAS on the state
+ * word, so the fetch_or's old value decides who frees: a marker seen still COMPUTING is the
+ * owner's, anything already READY is ours. Once DETACHED is set the owner may free its marker at
+ * once (this thread holds no read-side section to hold the free back), so nothing may read a
+ * marker after the fetch_or: not ck_hs's compare during a removal, not the chain link.
  */
 void memo__shard_clear(struct memo *m, struct memo_shard *s, struct memo_local *l)
 {
     (void)m;
-    ck_stack_entry_t *chain = NULL;
+    ck_stack_entry_t *unlinked = NULL, *chain = NULL;
     int64_t stored = 0;
     pthread_mutex_lock(&s->lock);
     memo__alloc_local = l;
@@ -95,27 +101,28 @@ void memo__shard_clear(struct memo *m, struct memo_shard *s, struct memo_local *
     void *obj;
     while (ck_hs_next(&s->table, &it, &obj)) {
         struct memo_entry *e = obj;
-        /* A marker becomes DETACHED: its owner will not store it and frees it itself. The
-         * owner of a u64 marker publishes without the lock, by a CAS on this word, so the
-         * fetch_or's old value decides who frees: a marker we saw still COMPUTING is the
-         * owner's, anything already READY is ours. */
+        e->retire.stack_entry.next = unlinked;
+        unlinked = &e->retire.stack_entry;
+    }
+    if (!ck_hs_reset(&s->table)) {
+        for (ck_stack_entry_t *c = unlinked; c != NULL; c = c->next) {
+            struct memo_entry *e = (struct memo_entry *)((char *)c - offsetof(struct memo_entry, retire.stack_entry));
+            (void)ck_hs_remove(&s->table, e->hash, e);
+        }
+    }
+    memo__alloc_local = NULL;
+    while (unlinked != NULL) {
+        ck_stack_entry_t *next = unlinked->next; /* read before the marker may be freed */
+        struct memo_entry *e = (struct memo_entry *)((char *)unlinked - offsetof(struct memo_entry, retire.stack_entry));
         uint32_t old = atomic_fetch_or_explicit(&e->state, MEMO__DETACHED, memory_order_acq_rel);
         if ((old & MEMO__STATE) != MEMO__COMPUTING) {
             e->retire.stack_entry.next = chain;
             chain = &e->retire.stack_entry;
             stored++;
         }
-    }
-    if (!ck_hs_reset(&s->table)) {
-        it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
-        while (ck_hs_next(&s->table, &it, &obj)) {
-            struct memo_entry *e = obj;
-            (void)ck_hs_remove(&s->table, e->hash, e);
-            it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
-        }
+        unlinked = next;
     }
     atomic_fetch_sub_explicit(&s->entries, stored, memory_order_relaxed);
-    memo__alloc_local = NULL;
     pthread_mutex_unlock(&s->lock);
     while (chain != NULL) {
         ck_stack_entry_t *next = chain->next;

@@ -8,6 +8,8 @@
  *    removes READY entries (the new call waits on A: it does not return while A is blocked);
  *    an owner that stores over the newer value or into a table it was forgotten from; waiters
  *    of a detached computation stranded or handed the wrong value.
+ *  - forget of a u64 key in flight, then its owner frees the detached marker with nothing else
+ *    ordering the two: under TSan, catches a forget that touches the marker after detaching it.
  *  - clear and forget concurrent with 8 threads of get / lookup churn: every value returned is
  *    f(key), counters add up. Catches: use-after-free of entries removed under readers (ASan),
  *    a clear that races with ck_hs writers or grows (lost or duplicated entries: wrong
@@ -347,6 +349,80 @@ static void *churn_thread(void *arg)
     return NULL;
 }
 
+/* ---- forget's last touch of a detached marker ---- */
+
+/* Thread A computes u64 key K; thread B forgets K while A is inside fn, so the marker is detached
+ * and A frees it itself: fn returns, A's publish finds DETACHED and retires the marker, and A's
+ * thread-exit poll, with no reader in a section, frees it. B tells A that its forget returned only
+ * through a relaxed store and stays alive until A has exited (a thread's exit takes memo's
+ * registry lock, as A's does), so the only order between B's forget and the free is the one memo
+ * makes: B's detach, which A's publish reads. Whatever B's forget does to the marker after
+ * setting DETACHED is unordered with the free. Catches, under TSan, a forget that reads the
+ * marker after detaching it (ck_hs_remove's compare after the fetch_or: once DETACHED is set the
+ * owner may free it at once, and a forget holds no read-side section to hold that free back).
+ * Elsewhere it checks the results only. */
+static struct {
+    memo_t    *m;
+    atomic_int inside, forgot, b_may_exit;
+    int        a_rc, b_rc;
+    uint64_t   a_val;
+} DF;
+
+enum { DF_KEY = 7, DF_VAL = 777 };
+
+static int df_fn(void *ctx, uint64_t k, uint64_t *v)
+{
+    (void)ctx, (void)k;
+    atomic_store(&DF.inside, 1);
+    uint64_t deadline = tap_now_ns() + 30000000000ull;
+    while (!atomic_load_explicit(&DF.forgot, memory_order_relaxed) && tap_now_ns() < deadline)
+        tap_sleep_ms(1);
+    *v = DF_VAL;
+    return 0;
+}
+
+static void *df_owner(void *arg)
+{
+    (void)arg;
+    DF.a_rc = memo_get_u64(DF.m, DF_KEY, df_fn, NULL, &DF.a_val);
+    return NULL;
+}
+
+static void *df_forgetter(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&DF.inside))
+        tap_sleep_ms(1);
+    DF.b_rc = memo_forget_u64(DF.m, DF_KEY);
+    atomic_store_explicit(&DF.forgot, 1, memory_order_relaxed); /* no happens-before */
+    /* Alive until A has exited and freed the marker (see above). */
+    uint64_t deadline = tap_now_ns() + 30000000000ull;
+    while (!atomic_load_explicit(&DF.b_may_exit, memory_order_relaxed) && tap_now_ns() < deadline)
+        tap_sleep_ms(1);
+    return NULL;
+}
+
+static void test_forget_then_owner_frees(void)
+{
+    memo_config_t cfg = MEMO_CONFIG_INIT;
+    cfg.flags = MEMO_F_SYSTEM_ALLOC; /* the free is a free() that the sanitizers see */
+    memset(&DF, 0, sizeof DF);
+    if (!ok(memo_create(&DF.m, &cfg) == 0, "forget then owner frees: memo made"))
+        return;
+    pthread_t a, b;
+    pthread_create(&b, NULL, df_forgetter, NULL);
+    pthread_create(&a, NULL, df_owner, NULL);
+    pthread_join(a, NULL); /* A's exit frees the detached marker (no section is open then) */
+    atomic_store_explicit(&DF.b_may_exit, 1, memory_order_relaxed);
+    pthread_join(b, NULL);
+    is_int(DF.a_rc, 0, "forget then owner frees: the owner's get succeeds");
+    is_u64(DF.a_val, DF_VAL, "forget then owner frees: the owner gets its value");
+    uint64_t v = 0;
+    is_int(memo_lookup_u64(DF.m, DF_KEY, &v), MEMO_ENOENT, "forget then owner frees: nothing stored");
+    memo_destroy(DF.m);
+    is_int(DF.b_rc, MEMO_ENOENT, "forget then owner frees: forget of the key in flight is ENOENT");
+}
+
 static void test_churn(void)
 {
     memset(&CC, 0, sizeof CC);
@@ -540,6 +616,7 @@ int main(void)
     is_int(memo_forget(m, "absent", 6), MEMO_ENOENT, "forget of an absent byte key: ENOENT");
     is_int(memo_forget_u64(m, 12345), MEMO_ENOENT, "forget of an absent u64 key: ENOENT");
     memo_destroy(m);
+    test_forget_then_owner_frees();
     test_churn();
     test_refs_outlive();
     return done_testing();
