@@ -8,6 +8,9 @@
  *  - Any thread may call any function on any memo at any time, with no registration; per-thread
  *    state is made on first use and released when the thread exits.
  *  - No function may be called from a signal handler.
+ *  - After fork(), the child may use every memo it inherited: computations owned by threads that
+ *    do not exist in the child are abandoned (a call for such a key computes it afresh), refs the
+ *    forking thread held stay valid, and no memo lock is left held.
  *  - "May block" means the call may sleep waiting for another thread's computation or take a
  *    short internal lock; "never blocks" means neither.
  *
