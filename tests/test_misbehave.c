@@ -293,9 +293,9 @@ static bool settle(atomic_int *arrived, int n, atomic_int *skip, int nskip)
             return limit_ms = 1000, false;
         tap_sleep_ms(5);
         int busy = runnable_threads(skip, nskip);
-        if (busy < 0) { /* no /proc: a generous pause instead */
-            tap_sleep_ms(300);
-            return true;
+        if (busy < 0) { /* no /proc: nothing to check with, which must not pass */
+            diag("settle: cannot read /proc/self/task: cannot tell sleeping threads from running ones");
+            return false;
         }
         quiet = busy == 0 ? quiet + 1 : 0;
     }
@@ -848,7 +848,6 @@ static void test_pile_up(void)
             "(d) CPU while all waiters sleep < 1/4 of window x %d CPUs (ms)", cpus);
     cmp_u64((uint64_t)cpu_ms, <, (uint64_t)(wall_ms * cpus / 2),
             "(d) CPU over the whole wait < 1/2 of wall x %d CPUs (ms)", cpus);
-    cmp_u64((uint64_t)fn_ms, >=, PILE_MIN_MS, "(d) fn ran for seconds (ms)");
 
     int bad = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -1021,7 +1020,6 @@ static void test_cancel_waiters(bool bytes)
     if (!prompt)
         diag("%s: only %d cleanup handlers ran in 5 s: the sleep is not a cancellation point?",
              label, atomic_load(&c->cleanups));
-    ok(!atomic_load(&c->owner_done), "%s: ... while the computation still ran", label);
 
     atomic_store(&c->gate, 1);
     must_join(&owner, 1, 10, label);
@@ -1275,7 +1273,6 @@ static void test_cancel_nested(bool bytes)
             atomic_store(&c->b_gate, 1);
             bail_out("%s: A's waiters stranded by its cancelled owner", label);
         }
-        ok(!atomic_load(&c->b_done), "%s: ... (B was still computing then)", label);
         atomic_store(&c->b_gate, 1);
     } else {
         diag("%s: X did not end within 5 s of pthread_cancel: opening B", label);

@@ -787,7 +787,9 @@ static void run_flaky(const char *label, unsigned part, bool timed, unsigned slo
                 if (c->ran >= 0)
                     timed_out_own++;
                 uint64_t took = c->end_ns - c->start_ns;
-                if (c->timeout_ns > 0 && took + 50000 < c->timeout_ns && early_timeout++ < 5)
+                /* start_ns is read before the call and memo's deadline after it, on the same
+                 * clock (CLOCK_MONOTONIC): no slack is needed, even for 1 us timeouts. */
+                if (c->timeout_ns > 0 && took < c->timeout_ns && early_timeout++ < 5)
                     diag("%s: MEMO_ETIMEDOUT after %" PRIu64 " ns, timeout %" PRIu64 " ns", label,
                          took, c->timeout_ns);
                 if (took > c->timeout_ns && took - c->timeout_ns > max_overshoot)
@@ -850,8 +852,9 @@ static void run_flaky(const char *label, unsigned part, bool timed, unsigned slo
         is_int(timed_out_own, 0, "%s: a call that ran fn itself never timed out", label);
         is_int(untimed_timeout, 0, "%s: untimed calls never got MEMO_ETIMEDOUT", label);
         is_int(early_timeout, 0, "%s: no MEMO_ETIMEDOUT before its timeout", label);
-        cmp_u64(max_overshoot / 1000000, <, 5000, "%s: timed-out calls returned soon after their "
-                "timeout (worst overshoot, ms)", label);
+        /* fn runs for at most a few ms here, so an overshoot bound would not tell a timed wait
+         * from one that waits for the computation: test_misbehave (f) checks that bound. */
+        diag("%s: worst overshoot of a timed-out call: %.3f ms", label, (double)max_overshoot / 1e6);
         ok(timeouts > 0, "%s: calls did time out (%" PRIu64 " of %" PRIu64 ")", label, timeouts,
            calls);
     }
