@@ -73,7 +73,8 @@ typedef struct memo_config {
 #define MEMO_CONFIG_INIT { sizeof(memo_config_t), 0, 0, 0, 0 }
 
 /* malloc/free instead of a jemalloc arena (for sanitizers and valgrind, which cannot see inside
- * arenas). memo_stats.bytes then counts the usable sizes of memo's own allocations. */
+ * arenas). memo_stats.bytes then counts the bytes memo's own live allocations asked malloc for
+ * (exact and independent of malloc's layout; malloc's own overhead is not counted). */
 #define MEMO_F_SYSTEM_ALLOC (1u << 0)
 
 /*

@@ -8,7 +8,6 @@
  * Debian's jemalloc has no prefix, so plain malloc may be glibc's or jemalloc's depending on how
  * the program links.
  */
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,10 +95,13 @@ static inline void *memo__alloc(struct memo_local *l, size_t size, bool table)
         return NULL;
     if (l->memo->system_alloc) {
         void *p = malloc(size);
-        if (p != NULL) /* the local's own counter: only this thread writes it */
+        /* The local's own counter: only this thread writes it. Requested sizes, not usable
+         * ones: the same allocation can get a usable size 16 bytes apart depending on what
+         * malloc had free, and the count must come back exactly to its level. */
+        if (p != NULL)
             atomic_store_explicit(&l->counters.sys_bytes,
                                   atomic_load_explicit(&l->counters.sys_bytes, memory_order_relaxed) +
-                                      (int64_t)malloc_usable_size(p),
+                                      (int64_t)size,
                                   memory_order_relaxed);
         return p;
     }
@@ -118,7 +120,7 @@ void memo__mem_free(struct memo_local *l, void *p, size_t size)
     if (l->memo->system_alloc) {
         atomic_store_explicit(&l->counters.sys_bytes,
                               atomic_load_explicit(&l->counters.sys_bytes, memory_order_relaxed) -
-                                  (int64_t)malloc_usable_size(p),
+                                  (int64_t)size,
                               memory_order_relaxed);
         free(p);
         return;
