@@ -70,12 +70,19 @@ static void memo__entry_reclaim(ck_epoch_entry_t *retire)
 
 #define MEMO__POLL_EVERY 64 /* deferred frees between two attempts to reclaim */
 
+/* Frees what the epoch allows, and sets when retiring polls next: MEMO__POLL_EVERY retires from
+ * now, whatever this poll achieved. Not at every retire while frees stay pending (a reader that
+ * pins the epoch: a ref held long, a long wait): a poll scans every thread's record, so that
+ * would make each retire O(threads). And not later and later either (an exponential back-off
+ * while polls fail): one unlucky poll, while a reader's section still belonged to the previous
+ * epoch, would then double the pending list, and under steady readers it never came back. */
 void memo__epoch_poll(struct memo_local *l)
 {
     struct memo_local *saved = memo__alloc_local;
     memo__alloc_local = l;
     (void)ck_epoch_poll(&l->record);
     memo__alloc_local = saved;
+    l->poll_at = l->record.n_pending + MEMO__POLL_EVERY;
 }
 
 /* Frees e once no reader can hold it: e must already be out of every table (or never have been
@@ -88,13 +95,8 @@ void memo__entry_retire(struct memo_local *l, struct memo_entry *e)
 #endif
     ck_epoch_call(&l->record, &e->retire, memo__entry_reclaim);
     unsigned at = l->poll_at > MEMO__POLL_EVERY ? l->poll_at : MEMO__POLL_EVERY;
-    if (l->record.n_pending >= at) {
+    if (l->record.n_pending >= at)
         memo__epoch_poll(l);
-        /* While a reader pins the epoch (a ref held long, a long wait) frees stay pending, and a
-         * poll per retire would scan every record of the memo each time: wait for as many
-         * pending frees again before the next poll, so retiring stays O(1) amortized. */
-        l->poll_at = 2 * l->record.n_pending;
-    }
 }
 
 unsigned long memo__hs_hash(const void *object, unsigned long seed)
