@@ -211,7 +211,8 @@ MEMO_EXPORT int memo_forget_u64(memo_t *m, uint64_t key);
  * returns, a new call for k never waits on a computation that began before it, and nothing such
  * a computation returns is stored (its own caller and waiters still get its result; if that
  * caller computes k again from inside fn, the new computation is an independent one). memo_clear
- * does the same for every key, shard by shard (not one atomic step across keys).
+ * does the same for every key, shard by shard (not one atomic step across keys). Neither needs
+ * memory: they work even when the calling thread's state for m cannot be made.
  */
 MEMO_EXPORT int  memo_forget(memo_t *m, const void *key, size_t key_len); /* 0, MEMO_ENOENT, MEMO_EINVAL */
 MEMO_EXPORT void memo_clear(memo_t *m);                                   /* forget every key */

@@ -80,13 +80,14 @@ int memo__tcache_create(struct memo *m, unsigned *out)
 
 void memo__tcache_destroy(struct memo *m, unsigned tcache)
 {
-    if (!m->system_alloc)
+    if (!m->system_alloc && tcache != MEMO__NO_TCACHE)
         (void)mallctl("tcache.destroy", NULL, NULL, &tcache, sizeof tcache);
 }
 
 static inline int memo__mallocx_flags(const struct memo_local *l)
 {
-    return (int)(MALLOCX_ARENA(l->memo->arena) | MALLOCX_TCACHE(l->tcache));
+    return (int)(MALLOCX_ARENA(l->memo->arena) |
+                 (l->tcache == MEMO__NO_TCACHE ? MALLOCX_TCACHE_NONE : MALLOCX_TCACHE(l->tcache)));
 }
 
 static inline void *memo__alloc(struct memo_local *l, size_t size, bool table)

@@ -13,6 +13,7 @@ static void memo__fork_prepare(void)
 {
     memo__registry_lock();
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
+        pthread_mutex_lock(&m->spare_lock); /* before the shard locks, as forget takes them */
         pthread_mutex_lock(&m->locals_lock);
         for (unsigned i = 0; i < m->nshards; i++)
             pthread_mutex_lock(&m->shards[i].lock);
@@ -25,6 +26,7 @@ static void memo__fork_parent(void)
         for (unsigned i = 0; i < m->nshards; i++)
             pthread_mutex_unlock(&m->shards[i].lock);
         pthread_mutex_unlock(&m->locals_lock);
+        pthread_mutex_unlock(&m->spare_lock);
     }
     memo__registry_unlock();
 }
@@ -61,6 +63,7 @@ static void memo__fork_child(void)
             if (l->thread != self && l->record.active != 0)
                 ck_pr_store_uint(&l->record.active, 0);
         pthread_mutex_unlock(&m->locals_lock);
+        pthread_mutex_unlock(&m->spare_lock);
     }
     memo__registry_unlock();
 }

@@ -17,6 +17,7 @@
 #ifndef MEMO_INTERNAL_H
 #define MEMO_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -32,6 +33,7 @@
 #include "mutants.h"
 
 #define MEMO__CACHELINE 64
+#define MEMO__NO_TCACHE UINT_MAX /* memo_local.tcache: none (jemalloc's MALLOCX_TCACHE_NONE) */
 #define memo__likely(x) __builtin_expect(!!(x), 1)
 #define memo__unlikely(x) __builtin_expect(!!(x), 0)
 #define MEMO__HIDDEN __attribute__((visibility("hidden")))
@@ -205,6 +207,10 @@ struct memo {
     pthread_mutex_t    locals_lock; /* locals, parked */
     struct memo_local *locals;
     struct memo_local *parked;
+    /* A local for forget and clear when a thread's own cannot be made (memory ran out): they
+     * never fail for want of memory. Used under spare_lock; no thread cache; never in a section. */
+    pthread_mutex_t    spare_lock;
+    struct memo_local *spare;
     struct memo       *next_live;   /* registry of live memos (fork handlers) */
 #ifdef MEMO_TSAN
     char               tsan_epoch_sync; /* release at section end, acquire before reclaiming */
@@ -216,6 +222,7 @@ struct memo {
 /* thread.c */
 extern MEMO__HIDDEN __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self;
 MEMO__HIDDEN struct memo_local *memo__local_slow(struct memo *m);
+MEMO__HIDDEN int memo__spare_init(struct memo *m);
 MEMO__HIDDEN struct memo_flight *memo__flight_push(struct memo_thread *t);
 MEMO__HIDDEN void memo__flight_pop(struct memo_thread *t, struct memo_flight *f);
 MEMO__HIDDEN void memo__registry_lock(void);

@@ -117,6 +117,7 @@ static void memo__teardown(struct memo *m)
     }
     if (!m->system_alloc)
         memo__arena_destroy(m);
+    pthread_mutex_destroy(&m->spare_lock);
     pthread_mutex_destroy(&m->locals_lock);
     free(m);
 }
@@ -160,14 +161,16 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
 #endif
     m->nshards = c.shards ? c.shards : memo__default_shards();
     pthread_mutex_init(&m->locals_lock, NULL);
+    pthread_mutex_init(&m->spare_lock, NULL);
     ck_epoch_init(&m->epoch);
     memo__hash_init(m, c.seed);
     if (!m->system_alloc && memo__arena_create(m) != 0) {
+        pthread_mutex_destroy(&m->spare_lock);
         pthread_mutex_destroy(&m->locals_lock);
         free(m);
         return MEMO_ENOMEM;
     }
-    if (memo__shards_init(m, c.expected_entries) != 0) {
+    if (memo__spare_init(m) != 0 || memo__shards_init(m, c.expected_entries) != 0) {
         memo__teardown(m);
         return MEMO_ENOMEM;
     }
@@ -611,13 +614,30 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
     return rc;
 }
 
+/* The local that forget and clear use: the calling thread's, or, when that cannot be made, the
+ * memo's spare, locked until memo__spare_put. Neither ever enters a read-side section (they
+ * work under shard locks), so one spare shared in turn is enough, and forgetting never fails
+ * for want of memory: the API gives memo_forget no MEMO_ENOMEM, and memo_clear no error. */
+static struct memo_local *memo__local_or_spare(struct memo *m)
+{
+    struct memo_local *l = memo__local(m);
+    if (memo__likely(l != NULL))
+        return l;
+    pthread_mutex_lock(&m->spare_lock);
+    return m->spare;
+}
+
+static void memo__spare_put(struct memo *m, struct memo_local *l)
+{
+    if (l == m->spare)
+        pthread_mutex_unlock(&m->spare_lock);
+}
+
 /* Removes the key's entry. A stored value is retired (0); an in-flight marker is detached, so its
  * computation stores nothing and no later call waits on it (MEMO_ENOENT: nothing was stored). */
 static int memo__forget(struct memo *m, struct memo_probe *p)
 {
-    struct memo_local *l = memo__local(m);
-    if (l == NULL)
-        return MEMO_ENOMEM;
+    struct memo_local *l = memo__local_or_spare(m);
     struct memo_shard *s = memo__shard(m, p->head.hash);
     int rc = MEMO_ENOENT;
     pthread_mutex_lock(&s->lock);
@@ -639,6 +659,7 @@ static int memo__forget(struct memo *m, struct memo_probe *p)
     pthread_mutex_unlock(&s->lock);
     if (e != NULL)
         memo__entry_retire(l, e);
+    memo__spare_put(m, l);
     return rc;
 }
 
@@ -664,12 +685,11 @@ void memo_clear(memo_t *m)
 {
     if (m == NULL)
         return;
-    struct memo_local *l = memo__local(m);
-    if (l == NULL)
-        return; /* no memory for this thread's state: nothing can be retired safely */
+    struct memo_local *l = memo__local_or_spare(m);
     for (unsigned i = 0; i < m->nshards; i++)
         memo__shard_clear(m, &m->shards[i], l);
     memo__epoch_poll(l);
+    memo__spare_put(m, l);
 }
 
 void memo_stats(memo_t *m, memo_stats_t *out)

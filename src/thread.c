@@ -224,6 +224,25 @@ static struct memo_local *memo__local_new(struct memo *m)
     return l;
 }
 
+/* memo_create: m's spare local (struct memo), made like any other but with no thread cache. */
+int memo__spare_init(struct memo *m)
+{
+    size_t size = (sizeof *m->spare + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1);
+    struct memo_local *l = MEMO__TEST_ALLOC_FAILS(false) ? NULL : aligned_alloc(MEMO__CACHELINE, size);
+    if (l == NULL)
+        return MEMO_ENOMEM;
+    memset(l, 0, size);
+    l->memo = m;
+    l->tcache = MEMO__NO_TCACHE;
+    pthread_mutex_lock(&m->locals_lock);
+    ck_epoch_register(&m->epoch, &l->record, l);
+    l->next = m->locals;
+    m->locals = l;
+    pthread_mutex_unlock(&m->locals_lock);
+    m->spare = l;
+    return 0;
+}
+
 struct memo_local *memo__local_slow(struct memo *m)
 {
     struct memo_thread *t = memo__self;
