@@ -72,6 +72,7 @@
 #include <memo.h>
 
 #include "lincheck.h"
+#include "stress.h"
 
 /* ================================================================================================
  * Part 1: the checker's self-test
@@ -687,18 +688,6 @@ static void check_round(unsigned round, totals_t *t, const memo_stats_t *before,
     }
 }
 
-static unsigned env_unsigned(const char *name, unsigned dflt)
-{
-    const char *s = getenv(name);
-    if (s == NULL || *s == '\0')
-        return dflt;
-    char         *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*end != '\0' || v == 0 || v > 100000)
-        bail_out("%s must be a positive integer, not '%s'", name, s);
-    return (unsigned)v;
-}
-
 static void test_stress(unsigned scale, uint64_t seed)
 {
     unsigned rounds = ROUNDS_SCALE1 * scale;
@@ -817,7 +806,7 @@ static void test_stress(unsigned scale, uint64_t seed)
 
 int main(void)
 {
-    unsigned scale = env_unsigned("MEMO_STRESS_SCALE", 1);
+    unsigned scale = env_unsigned("MEMO_STRESS_SCALE", 1, 100000);
     uint64_t seed;
     const char *s = getenv("MEMO_STRESS_SEED");
     if (s != NULL && *s != '\0')

@@ -49,6 +49,8 @@
 
 #include <memo.h>
 
+#include "stress.h"
+
 enum {
     WRITERS = 4,
     READERS = 6,
@@ -75,23 +77,6 @@ enum { SANITIZER_DIVISOR = 1 };
 static unsigned g_scale = 1;
 static uint64_t g_seed;
 static unsigned g_round_limit_s;
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30, x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27, x *= 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-typedef struct prng {
-    uint64_t s;
-} prng_t;
-
-static uint64_t prng_next(prng_t *p)
-{
-    p->s += 0x9E3779B97F4A7C15ull;
-    return mix64(p->s);
-}
 
 /* ---- keys and values ----------------------------------------------------------------------
  * Writer w's i-th key is (w << 40) | i, in both spaces. Its byte key: the number's 8 bytes and
@@ -445,21 +430,9 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static unsigned env_unsigned(const char *name, unsigned dflt)
-{
-    const char *s = getenv(name);
-    if (s == NULL || *s == '\0')
-        return dflt;
-    char         *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*end != '\0' || v == 0 || v > 1000000)
-        bail_out("%s must be a positive integer, not '%s'", name, s);
-    return (unsigned)v;
-}
-
 int main(void)
 {
-    g_scale = env_unsigned("MEMO_STRESS_SCALE", 1);
+    g_scale = env_unsigned("MEMO_STRESS_SCALE", 1, 100000);
     const char *seed = getenv("MEMO_STRESS_SEED");
     g_seed = seed && *seed ? strtoull(seed, NULL, 0)
                            : (uint64_t)time(NULL) * 1000003u ^ (tap_now_ns() & 0xFFFFF);

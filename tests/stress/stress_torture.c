@@ -84,6 +84,8 @@
 
 #include <memo.h>
 
+#include "stress.h"
+
 /* ---- scale, seed, randomness -------------------------------------------------------------- */
 
 static unsigned g_scale = 1;
@@ -100,23 +102,6 @@ static unsigned sized(unsigned base)
 {
     uint64_t n = (uint64_t)base * g_scale / SANITIZER_DIVISOR;
     return n < 1 ? 1 : (unsigned)n;
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30, x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27, x *= 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-typedef struct prng {
-    uint64_t s;
-} prng_t;
-
-static uint64_t prng_next(prng_t *p)
-{
-    p->s += 0x9E3779B97F4A7C15ull;
-    return mix64(p->s);
 }
 
 static prng_t prng_make(unsigned part, uint64_t stream)
@@ -149,18 +134,6 @@ static void jitter(void)
         tap_sleep_ns((r >> 8) % 200001);
         break;
     }
-}
-
-static unsigned env_unsigned(const char *name, unsigned dflt)
-{
-    const char *s = getenv(name);
-    if (s == NULL || *s == '\0')
-        return dflt;
-    char         *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*end != '\0' || v == 0 || v > 1000000)
-        bail_out("%s must be a positive integer, not '%s'", name, s);
-    return (unsigned)v;
 }
 
 /* Joins n threads within the part's limit, or fails naming the part and bails out. */
@@ -1902,7 +1875,7 @@ int main(int argc, char **argv)
 #else
     (void)argv;
 #endif
-    g_scale = env_unsigned("MEMO_STRESS_SCALE", 1);
+    g_scale = env_unsigned("MEMO_STRESS_SCALE", 1, 100000);
     const char *seed = getenv("MEMO_STRESS_SEED");
     g_seed = seed && *seed ? strtoull(seed, NULL, 0)
                            : (uint64_t)time(NULL) * 1000003u ^ (tap_now_ns() & 0xFFFFF);
