@@ -158,6 +158,7 @@ struct memo_local {
     unsigned             tcache;    /* jemalloc explicit thread cache, for memo's arena */
     unsigned             slot;      /* index in thread->slots */
     unsigned             poll_at;   /* pending frees at which retiring next polls the epoch */
+    bool                 is_spare;  /* memo->spare: shared, used under memo->spare_lock */
     struct memo_local   *next;      /* memo->locals: every local of the memo */
     struct memo_local   *next_parked;
 };
@@ -207,8 +208,8 @@ struct memo {
     pthread_mutex_t    locals_lock; /* locals, parked */
     struct memo_local *locals;
     struct memo_local *parked;
-    /* A local for forget and clear when a thread's own cannot be made (memory ran out): they
-     * never fail for want of memory. Used under spare_lock; no thread cache; never in a section. */
+    /* A local for forget, clear and lookups when a thread's own cannot be made (memory ran out):
+     * they never fail for want of memory. Used under spare_lock; no thread cache (memo.c). */
     pthread_mutex_t    spare_lock;
     struct memo_local *spare;
     struct memo       *next_live;   /* registry of live memos (fork handlers) */

@@ -56,6 +56,52 @@ static inline void memo__section_end(struct memo_local *l)
     ck_epoch_end(&l->record, NULL);
 }
 
+/* The spare local (struct memo) serves lookups too, when the calling thread's own local cannot be
+ * made: a lookup may not fail for want of memory (the API gives it no MEMO_ENOMEM). Several
+ * threads may then be inside sections on the spare's one record, so its nesting count changes
+ * under spare_lock, and its counters are added to atomically. While any such section lasts (a
+ * ref from such a lookup), the spare record pins the epoch, as any held ref does. */
+static struct memo_local *memo__spare_begin(struct memo *m)
+{
+    pthread_mutex_lock(&m->spare_lock);
+    ck_epoch_begin(&m->spare->record, NULL);
+    pthread_mutex_unlock(&m->spare_lock);
+    return m->spare;
+}
+
+static void memo__spare_end(struct memo *m)
+{
+    pthread_mutex_lock(&m->spare_lock);
+    memo__section_end(m->spare);
+    pthread_mutex_unlock(&m->spare_lock);
+}
+
+/* A lookup's section: on the thread's own local, or on the spare. */
+static inline struct memo_local *memo__lookup_begin(struct memo *m)
+{
+    struct memo_local *l = memo__local(m);
+    if (memo__unlikely(l == NULL))
+        return memo__spare_begin(m);
+    ck_epoch_begin(&l->record, NULL);
+    return l;
+}
+
+static inline void memo__lookup_end(struct memo_local *l)
+{
+    if (memo__unlikely(l->is_spare))
+        memo__spare_end(l->memo);
+    else
+        memo__section_end(l);
+}
+
+static inline void memo__count_hit(struct memo_local *l)
+{
+    if (memo__unlikely(l->is_spare))
+        atomic_fetch_add_explicit(&l->counters.hits, 1, memory_order_relaxed);
+    else
+        memo__count(&l->counters.hits);
+}
+
 static uint64_t memo__deadline(uint64_t timeout_ns)
 {
     if (timeout_ns == 0)
@@ -554,7 +600,7 @@ void memo_release(memo_ref_t *ref)
 {
     if (ref == NULL || ref->memo__local == NULL)
         return;
-    memo__section_end(ref->memo__local);
+    memo__lookup_end(ref->memo__local); /* a ref from memo_get is never the spare's */
     memset(ref, 0, sizeof *ref);
 }
 
@@ -566,12 +612,9 @@ int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref)
         memset(ref, 0, sizeof *ref);
     if (m == NULL || ref == NULL || (key == NULL && key_len != 0))
         return MEMO_EINVAL;
-    struct memo_local *l = memo__local(m);
-    if (l == NULL)
-        return MEMO_ENOMEM;
     struct memo_probe p;
     memo__probe_bytes(&p, m, key, key_len);
-    ck_epoch_begin(&l->record, NULL);
+    struct memo_local *l = memo__lookup_begin(m);
     struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
     if (e != NULL) {
         MEMO_ANN_GOT(e);
@@ -579,14 +622,14 @@ int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref)
             /* A marker that has just become READY is still found until replaced: its value
              * is the entry it points to (written before READY). */
             struct memo_entry *v = e->bytes.final != NULL ? e->bytes.final : e;
-            memo__count(&l->counters.hits);
+            memo__count_hit(l);
             ref->data = memo__entry_value(v);
             ref->len = v->bytes.value_len;
             ref->memo__local = l;
             return 0;
         }
     }
-    memo__section_end(l);
+    memo__lookup_end(l);
     return MEMO_ENOENT;
 }
 
@@ -594,30 +637,27 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
 {
     if (m == NULL || value == NULL)
         return MEMO_EINVAL;
-    struct memo_local *l = memo__local(m);
-    if (l == NULL)
-        return MEMO_ENOMEM;
     struct memo_probe p;
     memo__probe_u64(&p, m, key);
     int rc = MEMO_ENOENT;
-    ck_epoch_begin(&l->record, NULL);
+    struct memo_local *l = memo__lookup_begin(m);
     struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
     if (e != NULL) {
         MEMO_ANN_GOT(e);
         if (memo__stored(atomic_load_explicit(&e->state, memory_order_acquire))) {
             *value = e->u64.value;
-            memo__count(&l->counters.hits);
+            memo__count_hit(l);
             rc = 0;
         }
     }
-    memo__section_end(l);
+    memo__lookup_end(l);
     return rc;
 }
 
 /* The local that forget and clear use: the calling thread's, or, when that cannot be made, the
- * memo's spare, locked until memo__spare_put. Neither ever enters a read-side section (they
- * work under shard locks), so one spare shared in turn is enough, and forgetting never fails
- * for want of memory: the API gives memo_forget no MEMO_ENOMEM, and memo_clear no error. */
+ * memo's spare, locked until memo__spare_put (they work under shard locks, outside read-side
+ * sections; see memo__spare_begin for lookups). Forgetting never fails for want of memory: the
+ * API gives memo_forget no MEMO_ENOMEM, and memo_clear no error. */
 static struct memo_local *memo__local_or_spare(struct memo *m)
 {
     struct memo_local *l = memo__local(m);
@@ -629,7 +669,7 @@ static struct memo_local *memo__local_or_spare(struct memo *m)
 
 static void memo__spare_put(struct memo *m, struct memo_local *l)
 {
-    if (l == m->spare)
+    if (l->is_spare)
         pthread_mutex_unlock(&m->spare_lock);
 }
 

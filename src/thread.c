@@ -234,6 +234,7 @@ int memo__spare_init(struct memo *m)
     memset(l, 0, size);
     l->memo = m;
     l->tcache = MEMO__NO_TCACHE;
+    l->is_spare = true;
     pthread_mutex_lock(&m->locals_lock);
     ck_epoch_register(&m->epoch, &l->record, l);
     l->next = m->locals;

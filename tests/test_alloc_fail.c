@@ -3,8 +3,9 @@
  * wrong answer. SQLite's way: a scenario (create; u64 and byte-key gets that grow the tables past
  * several resizes, nested gets, failing fns; forget; clear; a second thread) runs once with each
  * allocation in turn made to fail, once and then from that allocation on (memo_testing's hook,
- * src/testing.h). In every run every call returns 0, MEMO_ENOMEM or fn's own code (forget only
- * 0 or MEMO_ENOENT, as the API says, even when the thread's state cannot be made); afterwards,
+ * src/testing.h). In every run every call returns 0, MEMO_ENOMEM or fn's own code (forget and
+ * lookup exactly the model's 0 or MEMO_ENOENT, as the API says, even when the thread's state
+ * cannot be made: the second thread's lookups then go through the memo's spare); afterwards,
  * with the hook off, the memo agrees with a reference model of what was stored, answers every
  * key right and is destroyed (under ASan, LeakSanitizer checks that nothing leaked).
  *
@@ -172,6 +173,26 @@ static void forget_bytes(uint64_t k)
         R.bytes[k] = ABSENT;
 }
 
+/* Lookups never fail for want of memory either: the model's answer, exactly. */
+static void lookup_u64(uint64_t k)
+{
+    uint64_t v = 0;
+    int rc = memo_lookup_u64(R.m, k, &v);
+    if (rc != (R.u64[k] == STORED ? 0 : MEMO_ENOENT) || (rc == 0 && v != u64_value(k)))
+        bad("lookup_u64(%llu): rc %lld, or a wrong value", k, rc);
+}
+
+static void lookup_bytes(uint64_t k)
+{
+    char key[32];
+    size_t n = bytes_key(k, key);
+    memo_ref_t r = MEMO_REF_INIT;
+    int rc = memo_lookup(R.m, key, n, &r);
+    if (rc != (R.bytes[k] == STORED ? 0 : MEMO_ENOENT) || (rc == 0 && !bytes_ok(&r, k)))
+        bad("lookup(key-%llu): rc %lld, or a wrong value", k, rc);
+    memo_release(&r);
+}
+
 static void *second_thread(void *arg)
 {
     (void)arg;
@@ -179,6 +200,11 @@ static void *second_thread(void *arg)
         get_u64(k); /* its own keys: no nesting, so its model entries are its own */
     for (uint64_t k = THREAD_BASE; k < THREAD_BASE + THREAD_KEYS; k += 3)
         forget_u64(k);
+    /* Its own keys, and the main thread's byte keys (the main thread waits meanwhile). */
+    for (uint64_t k = THREAD_BASE; k < THREAD_BASE + THREAD_KEYS; k += 2)
+        lookup_u64(k);
+    for (uint64_t k = 0; k < BYTE_KEYS; k += 5)
+        lookup_bytes(k);
     return NULL;
 }
 
