@@ -111,7 +111,10 @@ static int child_checks(bool in_flight)
         if (memo_get_u64(M, IN_FLIGHT_KEY, sq, NULL, &v) != 0 || v != IN_FLIGHT_KEY * IN_FLIGHT_KEY)
             fails |= 8;
     }
-#ifndef TAP_TSAN /* TSan does not support new threads in the child of a multithreaded fork */
+#ifndef TAP_SANITIZED
+    /* Not under sanitizers: TSan does not support new threads in the child of a multithreaded
+     * fork, and under gcc 12's ASan the child's new threads hang now and then (2 runs in 80) on
+     * an allocator lock of the runtime's, copied held. The plain build runs it. */
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, child_worker, NULL);
@@ -262,6 +265,15 @@ static int churn_child(void)
 
 static void fork_during_churn(void)
 {
+#ifdef TAP_SANITIZED
+    /* The child of a fork taken while other threads are inside a sanitizer's allocator (gcc 12's
+     * TSan and ASan runtimes do not take their allocator locks around fork) can hang in that
+     * runtime: seen 2 times in 40 runs under each, stuck in __tsan::DenseSlabAlloc::Drain and in
+     * __sanitizer::SizeClassAllocator64::GetFromAllocator. Not memo's locks: the plain build
+     * (and scripts/mutants, for M6) runs this. */
+    skip(2, "fork during churn: the sanitizer runtimes are not fork-safe under malloc churn");
+    return;
+#endif
     memo_create(&M, NULL);
     atomic_store(&churn_stop, 0);
     pthread_t t[CHURN_THREADS];
