@@ -84,10 +84,12 @@ void memo__tcache_destroy(struct memo *m, unsigned tcache)
         (void)mallctl("tcache.destroy", NULL, NULL, &tcache, sizeof tcache);
 }
 
+/* The spare local's "no thread cache" needs no branch here: jemalloc's encoding maps it there. */
+_Static_assert(MALLOCX_TCACHE(MEMO__NO_TCACHE) == MALLOCX_TCACHE_NONE, "MEMO__NO_TCACHE encodes as none");
+
 static inline int memo__mallocx_flags(const struct memo_local *l)
 {
-    return (int)(MALLOCX_ARENA(l->memo->arena) |
-                 (l->tcache == MEMO__NO_TCACHE ? MALLOCX_TCACHE_NONE : MALLOCX_TCACHE(l->tcache)));
+    return (int)(MALLOCX_ARENA(l->memo->arena) | MALLOCX_TCACHE(l->tcache));
 }
 
 static inline void *memo__alloc(struct memo_local *l, size_t size, bool table)
