@@ -8,11 +8,35 @@
  *  - Any thread may call any function on any memo at any time, with no registration; per-thread
  *    state is made on first use and released when the thread exits.
  *  - No function may be called from a signal handler.
- *  - After fork(), the child may use every memo it inherited: computations owned by threads that
- *    do not exist in the child are abandoned (a call for such a key computes it afresh), refs the
- *    forking thread held stay valid, and no memo lock is left held.
+ *  - fork(): memo's atfork handlers hold every memo lock across the fork, so none is left held
+ *    in the child. The child may use every memo it inherited, from the forking thread and from
+ *    threads it starts, and may destroy it. In the child: values stored before the fork are
+ *    there; a computation that another thread of the parent was running is gone (its marker and
+ *    the value its fn had made so far are freed; a call for its key computes it afresh); refs
+ *    that the forking thread held stay valid and must be released as usual; refs that other
+ *    threads held are gone with those threads (their memory is reclaimed). What the child
+ *    cannot free: a computation of another thread that a forget or clear had detached before
+ *    the fork, and a value such a thread's fn was allocating at the very instant of the fork
+ *    (one marker and one value at most per thread computing then). memo_destroy in the parent
+ *    and in the child are independent.
  *  - "May block" means the call may sleep waiting for another thread's computation or take a
  *    short internal lock; "never blocks" means neither.
+ *
+ * Limits (what remains; nothing else in memo is capped by a per-process resource):
+ *  - threads: any number; each thread that uses a memo holds a small state for it (an epoch
+ *    record and counters, ~200 bytes) until it exits; states are reused by later threads.
+ *  - memos: any number alive at once (memory is the only bound).
+ *  - entries: at most 2^30 per shard (stored values and computations in flight), so a memo
+ *    holds at most shards x 2^30; past that a miss returns MEMO_ENOMEM.
+ *  - keys and values: any length that malloc can give, less memo's header (~80 bytes).
+ *  - a chain of threads waiting on each other's computations is followed 4096 links deep to
+ *    detect a cycle; a longer chain is not reported by the thread at its end (the others are).
+ *  - memory comes from malloc: each value, key and table is a malloc'd block counted against
+ *    its memo (memo_stats.bytes); linking memo does not replace or configure the process malloc.
+ *  - libmemo.so can be loaded with dlopen (ctypes, plugin hosts): its only thread-local storage
+ *    of the initial-exec model is 16 bytes, within what glibc keeps for dlopen. dlclose does
+ *    not unload it (it is linked with -z nodelete): threads that used memo run its thread-exit
+ *    destructor whenever they exit.
  *
  * ABI: within one major version, structs only grow at their end (memo_config_t carries its size)
  * and functions are only added. The library's SOVERSION is the major version.
@@ -65,16 +89,18 @@ typedef struct memo memo_t; /* opaque */
 
 typedef struct memo_config {
     size_t   struct_size;      /* sizeof(memo_config_t); lets later versions append fields */
-    size_t   expected_entries; /* sizing hint; 0 = start small and grow */
+    size_t   expected_entries; /* sizing hint; 0 = start small and grow (see memo_create) */
     unsigned shards;           /* 0 = 32 per CPU (16 to 1024); else a power of two, <= 4096 */
     unsigned flags;            /* MEMO_F_* */
     uint64_t seed;             /* hash seed; 0 = a fresh random seed for this memo */
 } memo_config_t;
 #define MEMO_CONFIG_INIT { sizeof(memo_config_t), 0, 0, 0, 0 }
 
-/* malloc/free instead of a jemalloc arena (for sanitizers and valgrind, which cannot see inside
- * arenas). memo_stats.bytes then counts the bytes memo's own live allocations asked malloc for
- * (exact and independent of malloc's layout; malloc's own overhead is not counted). */
+/* Every entry, key and value in a malloc'd block of its own, freed with free, so that sanitizers
+ * and valgrind see each one. memo_stats.bytes counts the bytes memo's live allocations asked
+ * malloc for (exact and independent of malloc's layout; malloc's own overhead is not counted).
+ * In this version every memo allocates this way; the flag keeps that promise when memo packs
+ * entries together. */
 #define MEMO_F_SYSTEM_ALLOC (1u << 0)
 
 /*
@@ -83,14 +109,16 @@ typedef struct memo_config {
  * version's (a program built against a later header) is accepted when the bytes this version does
  * not know are all zero, as with Linux's extensible structs; otherwise, or past 1024 bytes, or
  * smaller than the first version's, it is MEMO_EINVAL, and so are shards that are not a power of
- * two, more than 4096 shards, and unknown flags. *out is set only on success.
+ * two, more than 4096 shards, unknown flags, and an expected_entries past what the shards can
+ * hold (shards x 2^30). expected_entries presizes the tables for at most 2^23 entries (about
+ * 150 MiB of tables); a larger memo grows past that as entries come. *out is set only on success.
  * Returns 0, MEMO_EINVAL or MEMO_ENOMEM. May block (briefly, on a process-wide lock).
  * May be called inside a compute function.
  */
 MEMO_EXPORT int memo_create(memo_t **out, const memo_config_t *cfg);
 
 /*
- * Destroys m and gives all of its memory back (with jemalloc, the memo's whole arena at once).
+ * Destroys m and gives all of its memory back.
  * NULL is a no-op. Requires that no other thread is using m (no call in progress, no memo_ref_t
  * of m still held, m's own compute functions finished); threads that used m earlier may live on
  * and go on to use other memos: their per-thread state for m is dropped here. May block briefly.
@@ -176,6 +204,10 @@ MEMO_EXPORT int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref
 /*
  * Ends the view that *ref holds and empties it. A ref that holds nothing (zeroed, MEMO_REF_INIT,
  * already released, or NULL) is a no-op. Never blocks. Must run on the thread that got the ref.
+ * While a thread exits, refs it still holds may be released from its thread-key destructors
+ * (a program's own keys, made after the thread's first memo call or before): memo keeps the
+ * thread's state until glibc's last round of destructors. A ref still held after that round is
+ * ended for the thread (its memory may then be reclaimed), and releasing it later is a no-op.
  */
 MEMO_EXPORT void memo_release(memo_ref_t *ref);
 

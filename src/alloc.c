@@ -1,114 +1,47 @@
 /*
- * Memory: one jemalloc arena per memo, with an explicit thread cache per (thread, memo), or plain
- * malloc/free with MEMO_F_SYSTEM_ALLOC (and in sanitizer builds, which cannot see into arenas).
+ * Memory: every allocation of a memo (entries, keys, values, ck_hs slot arrays) comes from malloc
+ * and is counted against the memo, in the allocating or freeing thread's own counter (no shared
+ * write), so that memo_stats.bytes is exact and a bound can be kept. memo_destroy frees what is
+ * left: every entry of every table and every pending free.
  *
- * MALLOCX_ARENA(a) alone does not keep allocations in arena a: the automatic thread cache hands out
- * regions that came from other arenas. An explicit tcache used only with arena a does, at the cost
- * of the default tcache. Arena memory is only ever touched through mallocx / sdallocx / mallctl:
- * Debian's jemalloc has no prefix, so plain malloc may be glibc's or jemalloc's depending on how
- * the program links.
+ * memo used to give each memo a jemalloc arena, with an explicit thread cache per (thread, memo).
+ * Each of these broke a promise: jemalloc allows about 4095 arenas and 4093 explicit thread caches
+ * per process (memo_create failed past 4086 live memos, 64 threads x 72 memos gave MEMO_ENOMEM);
+ * its fork handler empties the arenas' lists of thread caches in the child, so a child could not
+ * destroy a memo it inherited (SIGSEGV); and Debian's libjemalloc.so.2 uses initial-exec TLS
+ * (2.6 KB), more than glibc keeps for dlopen, so libmemo.so could not be loaded by ctypes or any
+ * plugin host. Counting requested sizes against the memo keeps what the arena gave (measured,
+ * bounded, all given back at destroy) without those limits. MEMO_F_SYSTEM_ALLOC now selects the
+ * same allocator; it stays in the API, and memo.h says what it guarantees.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jemalloc/jemalloc.h>
 
 #include "annotate.h"
 #include "internal.h"
 
 __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_local *memo__alloc_local;
 
-/*
- * Arenas are pooled: a destroyed memo's arena is reset (every allocation dropped at once, its
- * pages purged back to the system) and its index kept for the next memo. jemalloc's own
- * arena.<i>.destroy leaves about 4 KiB of metadata behind per arena, forever: a server that makes
- * and drops memos (per request, per job) would grow by that much each time. Reset and reuse
- * adds nothing, and jemalloc allows at most 4096 arenas in all, so the pool needs no other bound.
- * The pool is guarded by the registry lock, which the atfork handlers hold across fork().
- */
-enum { MEMO__ARENA_POOL_MAX = 4096 };
-static unsigned memo__arena_pool[MEMO__ARENA_POOL_MAX];
-static unsigned memo__arena_pooled;
-
-int memo__arena_create(struct memo *m)
+/* The local's own counter: only the thread that owns l (or holds the lock that stands for the
+ * owner: a parked local's locals_lock, the spare's spare_lock) writes it, so a plain increment
+ * does; atomic only so that memo_stats may read it from another thread. Requested sizes, not
+ * malloc_usable_size: the same request can get a usable size 16 bytes apart depending on what
+ * malloc had free, and the count must come back exactly to its level. */
+static inline void memo__count_bytes(struct memo_local *l, int64_t delta)
 {
-    if (MEMO__TEST_ALLOC_FAILS(false))
-        return MEMO_ENOMEM;
-    memo__registry_lock();
-    bool reused = memo__arena_pooled > 0;
-    if (reused)
-        m->arena = memo__arena_pool[--memo__arena_pooled];
-    memo__registry_unlock();
-    if (reused)
-        return 0;
-    unsigned arena;
-    size_t len = sizeof arena;
-    if (mallctl("arenas.create", &arena, &len, NULL, 0) != 0)
-        return MEMO_ENOMEM;
-    m->arena = arena;
-    return 0;
-}
-
-void memo__arena_destroy(struct memo *m)
-{
-    char name[64];
-    /* Every tcache that served this arena has been destroyed (flushed) by now, as
-     * arena.<i>.reset requires; the arena's allocations are dropped whole, then its unused
-     * pages go back to the system. */
-    snprintf(name, sizeof name, "arena.%u.reset", m->arena);
-    (void)mallctl(name, NULL, NULL, NULL, 0);
-    snprintf(name, sizeof name, "arena.%u.purge", m->arena);
-    (void)mallctl(name, NULL, NULL, NULL, 0);
-    memo__registry_lock();
-    if (memo__arena_pooled < MEMO__ARENA_POOL_MAX)
-        memo__arena_pool[memo__arena_pooled++] = m->arena;
-    memo__registry_unlock();
-}
-
-int memo__tcache_create(struct memo *m, unsigned *out)
-{
-    if (m->system_alloc) {
-        *out = 0;
-        return 0;
-    }
-    size_t len = sizeof *out;
-    if (MEMO__TEST_ALLOC_FAILS(false))
-        return MEMO_ENOMEM;
-    return mallctl("tcache.create", out, &len, NULL, 0) == 0 ? 0 : MEMO_ENOMEM;
-}
-
-void memo__tcache_destroy(struct memo *m, unsigned tcache)
-{
-    if (!m->system_alloc && tcache != MEMO__NO_TCACHE)
-        (void)mallctl("tcache.destroy", NULL, NULL, &tcache, sizeof tcache);
-}
-
-/* The spare local's "no thread cache" needs no branch here: jemalloc's encoding maps it there. */
-_Static_assert(MALLOCX_TCACHE(MEMO__NO_TCACHE) == MALLOCX_TCACHE_NONE, "MEMO__NO_TCACHE encodes as none");
-
-static inline int memo__mallocx_flags(const struct memo_local *l)
-{
-    return (int)(MALLOCX_ARENA(l->memo->arena) | MALLOCX_TCACHE(l->tcache));
+    atomic_store_explicit(&l->counters.bytes,
+                          atomic_load_explicit(&l->counters.bytes, memory_order_relaxed) + delta,
+                          memory_order_relaxed);
 }
 
 static inline void *memo__alloc(struct memo_local *l, size_t size, bool table)
 {
     if (MEMO__TEST_ALLOC_FAILS(table))
         return NULL;
-    if (l->memo->system_alloc) {
-        void *p = malloc(size);
-        /* The local's own counter: only this thread writes it. Requested sizes, not usable
-         * ones: the same allocation can get a usable size 16 bytes apart depending on what
-         * malloc had free, and the count must come back exactly to its level. */
-        if (p != NULL)
-            atomic_store_explicit(&l->counters.sys_bytes,
-                                  atomic_load_explicit(&l->counters.sys_bytes, memory_order_relaxed) +
-                                      (int64_t)size,
-                                  memory_order_relaxed);
-        return p;
-    }
-    return mallocx(size, memo__mallocx_flags(l));
+    void *p = malloc(size);
+    if (p != NULL)
+        memo__count_bytes(l, (int64_t)size);
+    return p;
 }
 
 void *memo__mem_alloc(struct memo_local *l, size_t size)
@@ -120,33 +53,8 @@ void memo__mem_free(struct memo_local *l, void *p, size_t size)
 {
     if (p == NULL)
         return;
-    if (l->memo->system_alloc) {
-        atomic_store_explicit(&l->counters.sys_bytes,
-                              atomic_load_explicit(&l->counters.sys_bytes, memory_order_relaxed) -
-                                  (int64_t)size,
-                              memory_order_relaxed);
-        free(p);
-        return;
-    }
-    sdallocx(p, size, memo__mallocx_flags(l));
-}
-
-uint64_t memo__arena_bytes(struct memo *m)
-{
-    char name[96];
-    size_t small = 0, large = 0, len = sizeof(size_t);
-    uint64_t epoch = 1;
-    size_t elen = sizeof epoch;
-    /* Statistics are snapshots refreshed by writing "epoch". */
-    (void)mallctl("epoch", &epoch, &elen, &epoch, elen);
-    snprintf(name, sizeof name, "stats.arenas.%u.small.allocated", m->arena);
-    if (mallctl(name, &small, &len, NULL, 0) != 0)
-        small = 0;
-    len = sizeof(size_t);
-    snprintf(name, sizeof name, "stats.arenas.%u.large.allocated", m->arena);
-    if (mallctl(name, &large, &len, NULL, 0) != 0)
-        large = 0;
-    return (uint64_t)small + large;
+    memo__count_bytes(l, -(int64_t)size);
+    free(p);
 }
 
 /*

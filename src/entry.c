@@ -85,6 +85,26 @@ void memo__epoch_poll(struct memo_local *l)
     l->poll_at = l->record.n_pending + MEMO__POLL_EVERY;
 }
 
+/* Polls the records of m's parked locals (threads that exited with frees still pending), from a
+ * thread that is polling its own: nobody else would, until a new thread took such a local or
+ * memo_destroy ran. Under locals_lock, which stands for the owner of a parked local; skipped
+ * when another thread holds it (the next poll tries again). */
+void memo__epoch_poll_parked(struct memo *m)
+{
+    if (!atomic_load_explicit(&m->parked_pending, memory_order_relaxed))
+        return;
+    if (pthread_mutex_trylock(&m->locals_lock) != 0)
+        return;
+    bool pending = false;
+    for (struct memo_local *p = m->parked; p != NULL; p = p->next_parked) {
+        if (p->record.n_pending != 0)
+            memo__epoch_poll(p);
+        pending |= p->record.n_pending != 0;
+    }
+    atomic_store_explicit(&m->parked_pending, pending, memory_order_relaxed);
+    pthread_mutex_unlock(&m->locals_lock);
+}
+
 /* Frees e once no reader can hold it: e must already be out of every table (or never have been
  * in one), and no thread may find it through a marker's final pointer after its grace period. */
 void memo__entry_retire(struct memo_local *l, struct memo_entry *e)
@@ -95,8 +115,10 @@ void memo__entry_retire(struct memo_local *l, struct memo_entry *e)
 #endif
     ck_epoch_call(&l->record, &e->retire, memo__entry_reclaim);
     unsigned at = l->poll_at > MEMO__POLL_EVERY ? l->poll_at : MEMO__POLL_EVERY;
-    if (l->record.n_pending >= at)
+    if (l->record.n_pending >= at) {
         memo__epoch_poll(l);
+        memo__epoch_poll_parked(l->memo);
+    }
 }
 
 unsigned long memo__hs_hash(const void *object, unsigned long seed)

@@ -2,8 +2,14 @@
  * fork(): the child must find every memo usable. Before fork, the forking thread takes the
  * registry lock and every lock of every live memo, so no lock is copied in a held state by a
  * thread that does not exist in the child. In the child, in-flight markers owned by other threads
- * are abandoned (their owners do not exist there), and the epoch records of those threads are
- * marked inactive, so reclamation goes on.
+ * are removed and freed with the values their fn had made so far (their owners do not exist
+ * there), and the epoch records of those threads are marked inactive, so reclamation goes on.
+ *
+ * What the child cannot free: a computation of another thread that a forget or clear had
+ * detached before the fork (its marker is in no table; only its owner, absent here, held it),
+ * and a value that fn had just allocated but not yet hung on its marker at the instant of the
+ * fork. Each is one marker and one value per thread that was computing at that instant; they
+ * go when the memo is destroyed only if reachable, so they stay allocated in the child.
  */
 #include "internal.h"
 
@@ -34,6 +40,7 @@ static void memo__fork_parent(void)
 static void memo__fork_child(void)
 {
     struct memo_thread *self = memo__self;
+    memo__threads_fork_child(self); /* every memo's locals_lock is still held */
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
         for (unsigned i = 0; i < m->nshards; i++) {
             struct memo_shard *s = &m->shards[i];
@@ -46,11 +53,13 @@ static void memo__fork_child(void)
                     struct memo_entry *e = obj;
                     uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
                     if ((st & MEMO__STATE) == MEMO__COMPUTING && e->flight->thread != self) {
-                        /* Nobody waits on it here, and nobody will free it: it stays in the
-                         * arena until the memo is destroyed. */
+                        /* Its owner and waiters do not exist here, and no thread of the child
+                         * can have reached it: freed at once, with the value its fn had made
+                         * so far. The spare local is free to use: its lock is held. */
                         (void)ck_hs_remove(&s->table, e->hash, e);
-                        atomic_store_explicit(&e->state, MEMO__ABANDONED | MEMO__DETACHED,
-                                              memory_order_relaxed);
+                        if (e->kind == MEMO__KIND_BYTES && e->bytes.final != NULL)
+                            memo__entry_free_now(m->spare, e->bytes.final);
+                        memo__entry_free_now(m->spare, e);
                         it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
                         again = true;
                         break;
@@ -59,9 +68,6 @@ static void memo__fork_child(void)
             }
             pthread_mutex_unlock(&s->lock);
         }
-        for (struct memo_local *l = m->locals; l != NULL; l = l->next)
-            if (l->thread != self && l->record.active != 0)
-                ck_pr_store_uint(&l->record.active, 0);
         pthread_mutex_unlock(&m->locals_lock);
         pthread_mutex_unlock(&m->spare_lock);
     }

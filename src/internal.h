@@ -2,15 +2,16 @@
  * memo internals shared between the source files. Nothing here is API.
  *
  * Objects and who owns them:
- *   struct memo         one per memo_create: shards, an epoch domain, an arena, a hash secret.
+ *   struct memo         one per memo_create: shards, an epoch domain, a hash secret.
  *   struct memo_shard   one ck_hs table and the lock that serializes its writers.
  *   struct memo_entry   one per key in a table: an in-flight marker (COMPUTING) or a stored value.
  *   struct memo_thread  one per thread that ever called memo: flight stack, waiting publication,
  *                       the thread's locals. Never freed: recycled through a pool, because other
  *                       threads read its flight slots and waiting fields without locks.
- *   struct memo_local   one per (thread, memo): the thread's ck_epoch record, counters and
- *                       jemalloc thread cache for that memo. Parked, not freed, when its thread
- *                       exits; reused by a later thread; freed by memo_destroy.
+ *   struct memo_local   one per (thread, memo): the thread's ck_epoch record and counters for
+ *                       that memo. Parked, not freed, when its thread exits (its pending frees
+ *                       are then polled by the memo's other threads); reused by a later thread;
+ *                       freed by memo_destroy.
  *   struct memo_flight  a slot of a thread's flight stack: identifies one computation in
  *                       progress, so that deadlock detection never dereferences an entry.
  */
@@ -33,7 +34,6 @@
 #include "mutants.h"
 
 #define MEMO__CACHELINE 64
-#define MEMO__NO_TCACHE UINT_MAX /* memo_local.tcache: none (jemalloc's MALLOCX_TCACHE_NONE) */
 #define memo__likely(x) __builtin_expect(!!(x), 1)
 #define memo__unlikely(x) __builtin_expect(!!(x), 0)
 #define MEMO__HIDDEN __attribute__((visibility("hidden")))
@@ -82,7 +82,8 @@ struct memo_entry {
         struct {                    /* byte key space */
             size_t key_len;
             size_t alloc_size;
-            struct memo_entry *final; /* markers: the value's entry, set before READY */
+            struct memo_entry *final; /* markers: the value's entry: fn's, unpublished, while
+                                         COMPUTING (owner only); the stored one from READY on */
             union {
                 size_t  value_len;  /* value entries */
                 int64_t code;       /* FAILED markers: fn's code */
@@ -147,15 +148,17 @@ struct memo_flight_block {
 
 struct memo_counters {
     _Atomic uint64_t hits, misses, waits, errors;
-    _Atomic int64_t  sys_bytes;     /* MEMO_F_SYSTEM_ALLOC: usable bytes allocated minus freed */
+    _Atomic int64_t  bytes;         /* bytes allocated minus freed through this local */
 };
 
 struct memo_local {
     ck_epoch_record_t    record;    /* cache-line aligned by ck */
     alignas(MEMO__CACHELINE) struct memo_counters counters;
     struct memo         *memo;
-    struct memo_thread  *thread;    /* NULL while parked */
-    unsigned             tcache;    /* jemalloc explicit thread cache, for memo's arena */
+    /* The owner; NULL while parked. Written by the owner (parking) and under the registry lock
+     * (taking a parked local, memo_destroy); read by memo_release to tell a ref of the calling
+     * thread's from one whose section was already ended when its thread exited. */
+    _Atomic(struct memo_thread *) thread;
     unsigned             slot;      /* index in thread->slots */
     unsigned             poll_at;   /* pending frees at which retiring next polls the epoch */
     bool                 is_spare;  /* memo->spare: shared, used under memo->spare_lock */
@@ -184,6 +187,9 @@ struct memo_thread {
     struct memo_slot         *slots;          /* swapped under the registry lock */
     unsigned                  nslots;
     struct memo_thread       *next_free;      /* the pool */
+    unsigned                  exit_rounds;    /* thread-exit destructor rounds deferred (thread.c) */
+    bool                      pooled;         /* in the pool (its thread exited) */
+    struct memo_thread       *next_all;       /* every thread struct, under the registry lock */
 };
 
 /* ---- the memo ------------------------------------------------------------------------------ */
@@ -197,8 +203,6 @@ struct memo_shard {
 struct memo {
     uint64_t           id;          /* unique for the process: per-thread state is keyed by it */
     unsigned           flags;
-    bool               system_alloc;
-    unsigned           arena;
     unsigned           nshards;     /* power of two */
     struct memo_shard *shards;
     struct ck_malloc   table_alloc;
@@ -207,7 +211,8 @@ struct memo {
     uint64_t           seed;
     pthread_mutex_t    locals_lock; /* locals, parked */
     struct memo_local *locals;
-    struct memo_local *parked;
+    struct memo_local *parked;      /* locals of exited threads, for reuse */
+    _Atomic bool       parked_pending; /* some parked local may still have frees pending */
     /* A local for forget, clear and lookups when a thread's own cannot be made (memory ran out):
      * they never fail for want of memory. Used under spare_lock; no thread cache (memo.c). */
     pthread_mutex_t    spare_lock;
@@ -232,6 +237,7 @@ MEMO__HIDDEN void memo__registry_add(struct memo *m);
 MEMO__HIDDEN void memo__registry_remove_locals(struct memo *m);
 MEMO__HIDDEN struct memo *memo__registry_first(void);
 MEMO__HIDDEN uint64_t memo__next_id(void);
+MEMO__HIDDEN void memo__threads_fork_child(struct memo_thread *self);
 
 /* The calling thread's local for m, made on first use; NULL only when memory ran out. */
 static inline struct memo_local *memo__local(struct memo *m)
@@ -244,13 +250,8 @@ static inline struct memo_local *memo__local(struct memo *m)
 }
 
 /* alloc.c */
-MEMO__HIDDEN int   memo__arena_create(struct memo *m);
-MEMO__HIDDEN void  memo__arena_destroy(struct memo *m);
-MEMO__HIDDEN int   memo__tcache_create(struct memo *m, unsigned *out);
-MEMO__HIDDEN void  memo__tcache_destroy(struct memo *m, unsigned tcache);
 MEMO__HIDDEN void *memo__mem_alloc(struct memo_local *l, size_t size);
 MEMO__HIDDEN void  memo__mem_free(struct memo_local *l, void *p, size_t size);
-MEMO__HIDDEN uint64_t memo__arena_bytes(struct memo *m);
 MEMO__HIDDEN void  memo__table_alloc_init(struct ck_malloc *a);
 /* The local whose allocator ck_hs's callbacks use: set around every ck_hs writer call and every
  * epoch poll on this thread (ck's callbacks carry no context of their own). */
@@ -263,6 +264,7 @@ MEMO__HIDDEN struct memo_entry *memo__entry_new_bytes(struct memo_local *l, unsi
 MEMO__HIDDEN void memo__entry_free_now(struct memo_local *l, struct memo_entry *e);
 MEMO__HIDDEN void memo__entry_retire(struct memo_local *l, struct memo_entry *e);
 MEMO__HIDDEN void memo__epoch_poll(struct memo_local *l);
+MEMO__HIDDEN void memo__epoch_poll_parked(struct memo *m);
 MEMO__HIDDEN unsigned long memo__hs_hash(const void *object, unsigned long seed);
 MEMO__HIDDEN bool memo__hs_compare(const void *stored, const void *probe);
 
@@ -270,6 +272,13 @@ MEMO__HIDDEN bool memo__hs_compare(const void *stored, const void *probe);
 MEMO__HIDDEN int  memo__shards_init(struct memo *m, size_t expected_entries);
 MEMO__HIDDEN void memo__shards_destroy(struct memo *m, struct memo_local *l);
 MEMO__HIDDEN void memo__shard_clear(struct memo *m, struct memo_shard *s, struct memo_local *l);
+
+/* ck_hs sizes its slot arrays through a 32-bit power of two: a table holds at most 2^31 slots,
+ * and grows at half full, so a shard holds at most 2^30 entries (stored values and markers). */
+#define MEMO__SHARD_ENTRIES_MAX (1ul << 30)
+/* expected_entries presizes the tables for at most this many entries: 2^24 slots, 128 MiB, and
+ * ck_hs's probe bounds beside them (memo.h). */
+#define MEMO__PRESIZE_MAX ((size_t)1 << 23)
 
 static inline struct memo_shard *memo__shard(struct memo *m, unsigned long hash)
 {

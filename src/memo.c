@@ -25,10 +25,11 @@
 #include "hash.h"
 #include "internal.h"
 
+/* What fn stores into: the value's entry, until it is published, hangs from the marker
+ * (marker->bytes.final), where the fork handler finds it too. */
 struct memo_result {
     struct memo       *memo;
     struct memo_entry *marker;  /* the key */
-    struct memo_entry *final;   /* the value's entry, not yet published */
 };
 
 /* One computation run by the calling thread: what the cleanup handler needs if it dies. */
@@ -39,7 +40,6 @@ struct memo_flight_run {
     struct memo_flight *flight; /* the marker's: read from here, since a stored u64 marker may be
                                    retired by a concurrent forget as soon as it is READY */
     struct memo_thread *self;
-    struct memo_result *result; /* bytes only */
 };
 
 static inline void memo__count(_Atomic uint64_t *counter)
@@ -146,23 +146,18 @@ static unsigned memo__default_shards(void)
 static void memo__teardown(struct memo *m)
 {
     memo__registry_remove_locals(m);
-    struct memo_local *any = m->locals;
-    if (m->system_alloc) {
-        for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
-            memo__alloc_local = l;
-            ck_epoch_reclaim(&l->record); /* every pending free, whatever its epoch */
-        }
-        memo__alloc_local = NULL;
+    /* Every pending free, whatever its epoch: nobody uses m any more. */
+    for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
+        memo__alloc_local = l;
+        ck_epoch_reclaim(&l->record);
     }
+    memo__alloc_local = NULL;
     if (m->shards != NULL)
-        memo__shards_destroy(m, any);
+        memo__shards_destroy(m, m->locals);
     for (struct memo_local *l = m->locals, *next; l != NULL; l = next) {
         next = l->next;
-        memo__tcache_destroy(m, l->tcache);
         free(l);
     }
-    if (!m->system_alloc)
-        memo__arena_destroy(m);
     pthread_mutex_destroy(&m->spare_lock);
     pthread_mutex_destroy(&m->locals_lock);
     free(m);
@@ -193,6 +188,11 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     if (c.shards != 0 && ((c.shards & (c.shards - 1)) != 0 || c.shards > 4096))
         return MEMO_EINVAL;
 
+    unsigned nshards = c.shards ? c.shards : memo__default_shards();
+    if (c.expected_entries / nshards > MEMO__SHARD_ENTRIES_MAX ||
+        (c.expected_entries / nshards == MEMO__SHARD_ENTRIES_MAX && c.expected_entries % nshards != 0))
+        return MEMO_EINVAL; /* more than the shards can hold */
+
     struct memo *m = MEMO__TEST_ALLOC_FAILS(false) ? NULL :
         aligned_alloc(MEMO__CACHELINE, (sizeof *m + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1));
     if (m == NULL)
@@ -200,22 +200,11 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     memset(m, 0, sizeof *m);
     m->id = memo__next_id();
     m->flags = c.flags;
-#ifdef MEMO_FORCE_SYSTEM_ALLOC
-    m->system_alloc = true;
-#else
-    m->system_alloc = (c.flags & MEMO_F_SYSTEM_ALLOC) != 0;
-#endif
-    m->nshards = c.shards ? c.shards : memo__default_shards();
+    m->nshards = nshards;
     pthread_mutex_init(&m->locals_lock, NULL);
     pthread_mutex_init(&m->spare_lock, NULL);
     ck_epoch_init(&m->epoch);
     memo__hash_init(m, c.seed);
-    if (!m->system_alloc && memo__arena_create(m) != 0) {
-        pthread_mutex_destroy(&m->spare_lock);
-        pthread_mutex_destroy(&m->locals_lock);
-        free(m);
-        return MEMO_ENOMEM;
-    }
     if (memo__spare_init(m) != 0 || memo__shards_init(m, c.expected_entries) != 0) {
         memo__teardown(m);
         return MEMO_ENOMEM;
@@ -270,9 +259,9 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
     (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     pthread_mutex_unlock(&run->shard->lock);
     memo__flight_pop(run->self, run->flight);
-    if (run->result != NULL && run->result->final != NULL) {
-        memo__entry_free_now(l, run->result->final);
-        run->result->final = NULL;
+    if (e->kind == MEMO__KIND_BYTES && e->bytes.final != NULL) {
+        memo__entry_free_now(l, e->bytes.final); /* never published */
+        e->bytes.final = NULL;
     }
     memo__entry_retire(l, e);
 }
@@ -315,8 +304,7 @@ static void memo__flight_done_u64(struct memo_flight_run *run, struct memo_local
  * that began before the entry became reachable, so the entry outlives its ref. */
 static struct memo_entry *memo__flight_done_bytes(struct memo_flight_run *run, struct memo_local *l)
 {
-    struct memo_entry *e = run->marker, *final = run->result->final;
-    run->result->final = NULL;
+    struct memo_entry *e = run->marker, *final = e->bytes.final;
     atomic_store_explicit(&final->state, MEMO__READY, memory_order_relaxed);
     bool stored = false;
     pthread_mutex_lock(&run->shard->lock);
@@ -329,7 +317,6 @@ static struct memo_entry *memo__flight_done_bytes(struct memo_flight_run *run, s
             (void)ck_hs_remove(&run->shard->table, e->hash, e);
     }
     memo__alloc_local = NULL;
-    e->bytes.final = final;
     (void)memo__settle(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
     pthread_mutex_unlock(&run->shard->lock);
     memo__flight_pop(run->self, run->flight);
@@ -396,7 +383,9 @@ static int memo__compute(struct memo_call *c, bool *again)
         e = memo__entry_new_u64(l, hash, c->probe.key_u64);
     else
         e = memo__entry_new_bytes(l, hash, c->probe.key, c->probe.key_len, 0);
-    struct memo_flight *f = e != NULL ? memo__flight_push(self) : NULL;
+    /* A full shard (memo.h, "Limits") is out of memory like a table that cannot grow. */
+    bool room = ck_hs_count(&s->table) < MEMO__SHARD_ENTRIES_MAX;
+    struct memo_flight *f = e != NULL && room ? memo__flight_push(self) : NULL;
     if (f != NULL) {
         e->flight = f;
         e->flight_seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
@@ -423,8 +412,8 @@ static int memo__compute(struct memo_call *c, bool *again)
     }
     memo__count(&l->counters.misses);
 
-    struct memo_result result = { c->memo, e, NULL };
-    struct memo_flight_run run = { c->memo, s, e, f, self, c->probe.space == MEMO__KIND_BYTES ? &result : NULL };
+    struct memo_result result = { c->memo, e };
+    struct memo_flight_run run = { c->memo, s, e, f, self };
     uint64_t value = 0;
     int rc;
     pthread_cleanup_push(memo__flight_abandon, &run);
@@ -435,9 +424,9 @@ static int memo__compute(struct memo_call *c, bool *again)
     pthread_cleanup_pop(0);
 
     /* fn may have made this thread use other memos: the local is still this thread's. */
-    if (rc == 0 && c->probe.space == MEMO__KIND_BYTES && result.final == NULL) {
-        result.final = memo__entry_new_bytes(l, hash, c->probe.key, c->probe.key_len, 0);
-        if (result.final == NULL)
+    if (rc == 0 && c->probe.space == MEMO__KIND_BYTES && e->bytes.final == NULL) {
+        e->bytes.final = memo__entry_new_bytes(l, hash, c->probe.key, c->probe.key_len, 0);
+        if (e->bytes.final == NULL)
             rc = MEMO_ENOMEM;
     }
     if (rc != 0) {
@@ -600,7 +589,13 @@ void memo_release(memo_ref_t *ref)
 {
     if (ref == NULL || ref->memo__local == NULL)
         return;
-    memo__lookup_end(ref->memo__local); /* a ref from memo_get is never the spare's */
+    struct memo_local *l = ref->memo__local;
+    /* A ref released after its thread's state for the memo was parked (a thread-key destructor
+     * that runs after the last round of memo's own, memo.h): parking ended its section already,
+     * and the local may be another thread's by now. */
+    if (memo__likely(l->is_spare ||
+                     (memo__self != NULL && atomic_load_explicit(&l->thread, memory_order_relaxed) == memo__self)))
+        memo__lookup_end(l);
     memset(ref, 0, sizeof *ref);
 }
 
@@ -729,6 +724,7 @@ void memo_clear(memo_t *m)
     for (unsigned i = 0; i < m->nshards; i++)
         memo__shard_clear(m, &m->shards[i], l);
     memo__epoch_poll(l);
+    memo__epoch_poll_parked(m);
     memo__spare_put(m, l);
 }
 
@@ -739,53 +735,56 @@ void memo_stats(memo_t *m, memo_stats_t *out)
     memset(out, 0, sizeof *out);
     if (m == NULL)
         return;
-    int64_t sys_bytes = 0, entries = 0;
+    int64_t bytes = 0, entries = 0;
     pthread_mutex_lock(&m->locals_lock);
     for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
         out->hits += atomic_load_explicit(&l->counters.hits, memory_order_relaxed);
         out->misses += atomic_load_explicit(&l->counters.misses, memory_order_relaxed);
         out->waits += atomic_load_explicit(&l->counters.waits, memory_order_relaxed);
         out->errors += atomic_load_explicit(&l->counters.errors, memory_order_relaxed);
-        sys_bytes += atomic_load_explicit(&l->counters.sys_bytes, memory_order_relaxed);
+        bytes += atomic_load_explicit(&l->counters.bytes, memory_order_relaxed);
     }
     pthread_mutex_unlock(&m->locals_lock);
     for (unsigned i = 0; i < m->nshards; i++)
         entries += atomic_load_explicit(&m->shards[i].entries, memory_order_relaxed);
     out->entries = entries > 0 ? (uint64_t)entries : 0;
     out->evictions = 0; /* no bounds yet: nothing is ever evicted */
-    out->bytes = m->system_alloc ? (sys_bytes > 0 ? (uint64_t)sys_bytes : 0) : memo__arena_bytes(m);
+    out->bytes = bytes > 0 ? (uint64_t)bytes : 0;
 }
 
 /* ---- compute results ----------------------------------------------------------------------- */
 
-void *memo_result_alloc(memo_result_t *out, size_t len)
+/* Makes the room for a new value of len bytes, fills it from src if given, then puts it in place
+ * of the value made before, which is freed only now: src may point into it (memo_result_set from
+ * memo_result_alloc's own room). */
+static void *memo__result_replace(memo_result_t *out, size_t len, const void *src)
 {
-    if (out == NULL)
-        return NULL;
     struct memo_local *l = memo__local(out->memo);
     if (l == NULL)
         return NULL;
     struct memo_entry *k = out->marker;
-    struct memo_entry *e =
-        memo__entry_new_bytes(l, k->hash, memo__entry_key(k), k->bytes.key_len, len);
+    struct memo_entry *e = memo__entry_new_bytes(l, k->hash, memo__entry_key(k), k->bytes.key_len, len);
     if (e == NULL)
         return NULL;
-    if (out->final != NULL)
-        memo__entry_free_now(l, out->final); /* never published */
-    out->final = e;
+    if (len != 0 && src != NULL)
+        memcpy(memo__entry_value(e), src, len);
+    struct memo_entry *old = k->bytes.final;
+    k->bytes.final = e;
+    if (old != NULL)
+        memo__entry_free_now(l, old); /* never published */
     return memo__entry_value(e);
+}
+
+void *memo_result_alloc(memo_result_t *out, size_t len)
+{
+    return out == NULL ? NULL : memo__result_replace(out, len, NULL);
 }
 
 int memo_result_set(memo_result_t *out, const void *value, size_t len)
 {
     if (out == NULL || (value == NULL && len != 0))
         return MEMO_EINVAL;
-    void *dst = memo_result_alloc(out, len);
-    if (dst == NULL)
-        return MEMO_ENOMEM;
-    if (len != 0)
-        memcpy(dst, value, len);
-    return 0;
+    return memo__result_replace(out, len, value) != NULL ? 0 : MEMO_ENOMEM;
 }
 
 /* ---- MEMO_DEFINE_U64 ----------------------------------------------------------------------- */

@@ -1,7 +1,7 @@
 /*
  * Shards: one ck_hs per shard, SPMC: ck_hs_get runs lock-free under an epoch section, and every
  * writer call (put, set, remove, grow, reset) runs under the shard's lock with memo__alloc_local
- * set, so that ck's allocator callbacks know whose arena and epoch record to use.
+ * set, so that ck's allocator callbacks know whose counters and epoch record to use.
  */
 #include <stdlib.h>
 
@@ -20,8 +20,12 @@ int memo__shards_init(struct memo *m, size_t expected_entries)
     if (m->shards == NULL)
         return MEMO_ENOMEM;
     /* ck_hs grows at half full: room for twice the expected share keeps a presized memo from
-     * rehashing under its shard locks. */
-    unsigned long per_shard = expected_entries / m->nshards * 2;
+     * rehashing under its shard locks. Up to MEMO__PRESIZE_MAX entries in all (memo_create has
+     * refused a hint past what the shards can hold): past that, zeroing slot arrays for entries
+     * that may never come costs more than growing does (2^30 entries on one shard would zero
+     * 16 GiB up front), and the tables grow as entries come. */
+    size_t presize = expected_entries < MEMO__PRESIZE_MAX ? expected_entries : MEMO__PRESIZE_MAX;
+    unsigned long per_shard = presize / m->nshards * 2;
     per_shard = per_shard < 16 ? 16 : per_shard;
     memo__table_alloc_init(&m->table_alloc);
     memo__alloc_local = l;
@@ -56,20 +60,17 @@ int memo__shards_init(struct memo *m, size_t expected_entries)
     return 0;
 }
 
-/* memo_destroy: nobody uses m any more. With an arena, its memory goes back whole afterwards,
- * so only malloc'ed entries are freed one by one. */
+/* memo_destroy: nobody uses m any more. Frees every entry of every table, then the tables. */
 void memo__shards_destroy(struct memo *m, struct memo_local *l)
 {
     memo__alloc_local = l;
     for (unsigned i = 0; i < m->nshards; i++) {
         struct memo_shard *s = &m->shards[i];
-        if (m->system_alloc) {
-            ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
-            void *obj;
-            while (ck_hs_next(&s->table, &it, &obj))
-                memo__entry_free_now(l, obj);
-            ck_hs_destroy(&s->table);
-        }
+        ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+        void *obj;
+        while (ck_hs_next(&s->table, &it, &obj))
+            memo__entry_free_now(l, obj);
+        ck_hs_destroy(&s->table);
         pthread_mutex_destroy(&s->lock);
     }
     memo__alloc_local = NULL;

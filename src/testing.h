@@ -22,9 +22,8 @@ extern "C" {
 /*
  * Makes the nth allocation from now on fail (nth >= 1), once or from then on; nth 0 makes none
  * fail. Resets the count of allocations. Counted: every allocation of entries and tables
- * (memo__mem_alloc), the malloc-family calls that make memos, shards, threads' state and
- * locals, and the creation of a memo's jemalloc arena and thread caches. Not counted:
- * jemalloc's and ck's own internals.
+ * (memo__mem_alloc) and the malloc-family calls that make memos, shards, threads' state and
+ * locals. Not counted: ck's own internals.
  */
 void memo__test_fail_alloc(long nth, int mode);
 long memo__test_alloc_count(void);    /* allocations counted since the last memo__test_fail_alloc */

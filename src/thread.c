@@ -16,6 +16,7 @@ __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *mem
 static pthread_mutex_t memo__registry = PTHREAD_MUTEX_INITIALIZER;
 static struct memo *memo__live;               /* live memos, under the registry lock */
 static struct memo_thread *memo__thread_pool; /* exited threads' structs, for reuse */
+static struct memo_thread *memo__threads;     /* every thread struct ever made (never freed) */
 static pthread_key_t memo__thread_key;
 static pthread_once_t memo__thread_key_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t memo__ids = 1;
@@ -61,11 +62,13 @@ void memo__registry_remove_locals(struct memo *m)
         }
     }
     for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
-        if (l->thread != NULL) {
-            /* Release: pairs with nothing; the owner only ever compares ids it reads. */
-            atomic_store_explicit(&l->thread->slots[l->slot].id, 0, memory_order_release);
-            l->thread->slots[l->slot].local = NULL;
-            l->thread = NULL;
+        struct memo_thread *t = atomic_load_explicit(&l->thread, memory_order_relaxed);
+        if (t != NULL) {
+            /* Relaxed: the owner only ever compares the ids it reads with the id of a memo it
+             * is using, which cannot be m (m is being destroyed); nothing else is published. */
+            atomic_store_explicit(&t->slots[l->slot].id, 0, memory_order_relaxed);
+            t->slots[l->slot].local = NULL;
+            atomic_store_explicit(&l->thread, NULL, memory_order_relaxed);
         }
     }
     memo__registry_unlock();
@@ -126,24 +129,98 @@ void memo__flight_pop(struct memo_thread *t, struct memo_flight *f)
 
 /* ---- threads ------------------------------------------------------------------------------- */
 
-static void memo__local_park(struct memo_local *l)
+/* Parks l, whose thread has exited; the caller holds l->memo->locals_lock. */
+static void memo__local_park_locked(struct memo_local *l)
 {
     struct memo *m = l->memo;
-    pthread_mutex_lock(&m->locals_lock);
     /* Refs that the dead thread still held can never be released: end their sections so the
-     * memo's epoch can advance. (ck_epoch_end is not usable: it needs the section objects.) */
+     * memo's epoch can advance. (ck_epoch_end is not usable: it needs the section objects.)
+     * memo_release of such a ref later on is a no-op (it is not this thread's local any more). */
     if (l->record.active != 0)
         ck_pr_store_uint(&l->record.active, 0);
     memo__epoch_poll(l);
-    l->thread = NULL;
+    atomic_store_explicit(&l->thread, NULL, memory_order_relaxed);
     l->next_parked = m->parked;
     m->parked = l;
-    pthread_mutex_unlock(&m->locals_lock);
+    if (l->record.n_pending != 0)
+        atomic_store_explicit(&m->parked_pending, true, memory_order_relaxed);
 }
 
+static void memo__local_park(struct memo_local *l)
+{
+    pthread_mutex_lock(&l->memo->locals_lock);
+    memo__local_park_locked(l);
+    pthread_mutex_unlock(&l->memo->locals_lock);
+}
+
+/* Puts t, whose thread has exited, into the pool; the caller holds the registry lock. */
+static void memo__thread_pool_put(struct memo_thread *t)
+{
+    t->cache_memo = NULL;
+    t->cache_local = NULL;
+    t->cache_id = 0;
+    t->exit_rounds = 0;
+    t->pooled = true;
+    /* Other threads may still read t's flight slots and waiting fields (stale pointers in
+     * entries and walks), so t is recycled, never freed. */
+    t->next_free = memo__thread_pool;
+    memo__thread_pool = t;
+}
+
+/*
+ * fork() child, from the atfork handler (registry lock and every memo's locals_lock held): the
+ * threads of the parent other than the forking one do not exist here. Their states are parked
+ * and their structs pooled, as if they had exited; the flights they were running are ended (an
+ * odd seq left behind would make the slot's next owner look idle to deadlock walks).
+ */
+void memo__threads_fork_child(struct memo_thread *self)
+{
+    for (struct memo_thread *t = memo__threads; t != NULL; t = t->next_all) {
+        if (t == self || t->pooled)
+            continue;
+        for (unsigned i = 0; i < t->nslots; i++) {
+            if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0) {
+                memo__local_park_locked(t->slots[i].local);
+                atomic_store_explicit(&t->slots[i].id, 0, memory_order_relaxed);
+                t->slots[i].local = NULL;
+            }
+        }
+        for (struct memo_flight_block *b = t->flight_first; b != NULL; b = b->next)
+            for (unsigned i = 0; i < MEMO__FLIGHTS_PER_BLOCK; i++)
+                if (atomic_load_explicit(&b->slot[i].seq, memory_order_relaxed) & 1)
+                    atomic_fetch_add_explicit(&b->slot[i].seq, 1, memory_order_relaxed);
+        t->flight_block = NULL;
+        memo__thread_pool_put(t);
+    }
+}
+
+/* Whether t still holds a ref of some memo (a read-side section is open). */
+static bool memo__thread_holds_refs(const struct memo_thread *t)
+{
+    for (unsigned i = 0; i < t->nslots; i++)
+        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0 &&
+            t->slots[i].local->record.active != 0)
+            return true;
+    return false;
+}
+
+/*
+ * The thread-exit destructor of memo's key. glibc runs the destructors of a thread's keys in key
+ * order, round after round while any of them set a value again, up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds. A program's own key made after memo's first use has a
+ * later destructor, which may still release refs (memo.h allows it: same thread): while the
+ * thread holds any, parking would end a section that a ref still reads under. So the destructor
+ * sets its value again and waits for the next round; only in the last round does it park a
+ * thread whose refs were never released.
+ */
 static void memo__thread_exit(void *arg)
 {
     struct memo_thread *t = arg;
+    if (t->exit_rounds + 1 < PTHREAD_DESTRUCTOR_ITERATIONS && memo__thread_holds_refs(t) &&
+        pthread_setspecific(memo__thread_key, t) == 0) {
+        t->exit_rounds++;
+        return;
+    }
     memo__registry_lock();
     for (unsigned i = 0; i < t->nslots; i++) {
         if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0) {
@@ -152,13 +229,7 @@ static void memo__thread_exit(void *arg)
             t->slots[i].local = NULL;
         }
     }
-    t->cache_memo = NULL;
-    t->cache_local = NULL;
-    t->cache_id = 0;
-    /* Other threads may still read t's flight slots and waiting fields (stale pointers in
-     * entries and walks), so t is recycled, never freed. */
-    t->next_free = memo__thread_pool;
-    memo__thread_pool = t;
+    memo__thread_pool_put(t);
     memo__registry_unlock();
     memo__self = NULL;
 }
@@ -173,8 +244,10 @@ static struct memo_thread *memo__thread_new(void)
     pthread_once(&memo__thread_key_once, memo__thread_key_create);
     memo__registry_lock();
     struct memo_thread *t = memo__thread_pool;
-    if (t != NULL)
+    if (t != NULL) {
         memo__thread_pool = t->next_free;
+        t->pooled = false;
+    }
     memo__registry_unlock();
     if (t == NULL) {
         t = MEMO__TEST_ALLOC_FAILS(false) ? NULL :
@@ -185,6 +258,10 @@ static struct memo_thread *memo__thread_new(void)
         atomic_init(&t->wait_gen, 0);
         atomic_init(&t->wait_flight, NULL);
         atomic_init(&t->wait_seq, 0);
+        memo__registry_lock();
+        t->next_all = memo__threads;
+        memo__threads = t;
+        memo__registry_unlock();
     } else {
         memo__unpublish_waiting(t);
     }
@@ -192,8 +269,7 @@ static struct memo_thread *memo__thread_new(void)
     t->flight_block = NULL;
     if (pthread_setspecific(memo__thread_key, t) != 0) {
         memo__registry_lock();
-        t->next_free = memo__thread_pool;
-        memo__thread_pool = t;
+        memo__thread_pool_put(t);
         memo__registry_unlock();
         return NULL;
     }
@@ -214,17 +290,13 @@ static struct memo_local *memo__local_new(struct memo *m)
         return NULL;
     memset(l, 0, size);
     l->memo = m;
-    if (memo__tcache_create(m, &l->tcache) != 0) {
-        free(l);
-        return NULL;
-    }
     ck_epoch_register(&m->epoch, &l->record, l);
     l->next = m->locals;
     m->locals = l;
     return l;
 }
 
-/* memo_create: m's spare local (struct memo), made like any other but with no thread cache. */
+/* memo_create: m's spare local (struct memo), made like any other but owned by no thread. */
 int memo__spare_init(struct memo *m)
 {
     size_t size = (sizeof *m->spare + MEMO__CACHELINE - 1) & ~(size_t)(MEMO__CACHELINE - 1);
@@ -233,7 +305,6 @@ int memo__spare_init(struct memo *m)
         return MEMO_ENOMEM;
     memset(l, 0, size);
     l->memo = m;
-    l->tcache = MEMO__NO_TCACHE;
     l->is_spare = true;
     pthread_mutex_lock(&m->locals_lock);
     ck_epoch_register(&m->epoch, &l->record, l);
@@ -286,7 +357,7 @@ struct memo_local *memo__local_slow(struct memo *m)
     pthread_mutex_lock(&m->locals_lock);
     struct memo_local *l = memo__local_new(m);
     if (l != NULL) {
-        l->thread = t;
+        atomic_store_explicit(&l->thread, t, memory_order_relaxed);
         l->slot = slot;
     }
     pthread_mutex_unlock(&m->locals_lock);

@@ -126,6 +126,34 @@ static int fn_alloc_then_set(void *ctx, const void *key, size_t key_len, memo_re
     return memo_result_set(out, "final", 5) != 0 ? 101 : 0;
 }
 
+/* Builds a value in memo_result_alloc's room, then stores part of that same room with
+ * memo_result_set: the source must be read before the old room is freed. 40 MiB: past glibc's
+ * largest mmap threshold, so the room is mapped on its own and reading it after the free faults
+ * even without ASan. Only the first 8 KiB are written (the rest is never touched). */
+enum { OWN_ROOM = 40 << 20, OWN_FILLED = 8192 };
+static int fn_set_from_own_room(void *ctx, const void *key, size_t key_len, memo_result_t *out)
+{
+    (void)ctx, (void)key_len;
+    unsigned char *p = (unsigned char *)memo_result_alloc(out, OWN_ROOM);
+    if (!p)
+        return 100;
+    for (size_t i = 0; i < OWN_FILLED; i++)
+        p[i] = (unsigned char)(i * 7 + 1);
+    size_t from = *(const char *)key == 'i' ? 4096 : 0; /* "interior" or "start" */
+    int rc = memo_result_set(out, p + from, 3000);
+    return rc != 0 ? 101 : 0; /* p is gone now */
+}
+
+static bool is_own_room_value(const memo_ref_t *r, size_t from)
+{
+    if (r->len != 3000)
+        return false;
+    for (size_t i = 0; i < 3000; i++)
+        if (((const unsigned char *)r->data)[i] != (unsigned char)((from + i) * 7 + 1))
+            return false;
+    return true;
+}
+
 /* Allocates ctx-given length, checks the alignment of the room, fills it with a pattern. */
 typedef struct align_ctx {
     size_t len;
@@ -539,6 +567,26 @@ static void test_values(memo_t *m)
     memo_release(&r);
 }
 
+/* memo_result_set from memo_result_alloc's own room, at its start and inside it. */
+static void test_set_from_own_room(unsigned flags, const char *label)
+{
+    memo_config_t cfg = MEMO_CONFIG_INIT;
+    cfg.flags = flags;
+    memo_t *m = NULL;
+    if (memo_create(&m, &cfg) != 0)
+        bail_out("memo_create");
+    memo_ref_t r = MEMO_REF_INIT;
+    is_int(memo_get(m, "start", 5, fn_set_from_own_room, NULL, &r), 0,
+           "%s: memo_result_set from the start of memo_result_alloc's room: 0", label);
+    ok(is_own_room_value(&r, 0), "... the bytes stored are the room's first 3000");
+    memo_release(&r);
+    is_int(memo_get(m, "interior", 8, fn_set_from_own_room, NULL, &r), 0,
+           "%s: memo_result_set from inside memo_result_alloc's room: 0", label);
+    ok(is_own_room_value(&r, 4096), "... the bytes stored are the room's, from offset 4096");
+    memo_release(&r);
+    memo_destroy(m);
+}
+
 static void test_empty_key(memo_t *m)
 {
     memo_ref_t r = MEMO_REF_INIT;
@@ -889,6 +937,8 @@ int main(void)
     memo_destroy(m);
 
     test_release();
+    test_set_from_own_room(0, "default allocator");
+    test_set_from_own_room(MEMO_F_SYSTEM_ALLOC, "MEMO_F_SYSTEM_ALLOC");
     test_stats_and_refs(0, "default allocator");
     test_stats_and_refs(MEMO_F_SYSTEM_ALLOC, "MEMO_F_SYSTEM_ALLOC");
     test_bad_arguments();
