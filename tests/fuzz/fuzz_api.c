@@ -82,18 +82,12 @@
  *
  * ---- Allocators: the decision ----
  *
- * memo_fuzzlib is built WITHOUT MEMO_FORCE_SYSTEM_ALLOC, and the config byte picks, per memo:
- *  - MEMO_F_SYSTEM_ALLOC (15 configs in 16): ASan sees every entry and table, so a use after
- *    free, an overflow or a leak is reported where it happens;
- *  - a jemalloc arena (1 in 16, and only for inputs whose hash is 0 mod 8, one per input): ASan
- *    is blind inside the arena, but the model still checks every byte of every value and ref,
- *    and the arena, thread-cache and arena-destroy paths (alloc.c) run, with entries freed by
- *    the thread that did not allocate them.
- * An arena memo costs ~150 us to make and destroy (jemalloc maps and unmaps it; ~100 us without
- * ASan) against ~50 us for a whole typical input, and jemalloc 5.3 keeps ~4 KB of metadata per
- * arena ever destroyed: hence the gate, the one-per-input rule and a per-process budget. One
- * arena in every input would halve the executions; none would leave alloc.c's arena half
- * unfuzzed (measured: cov 671 without arenas, 695 with).
+ * The config byte picks, per memo, MEMO_F_SYSTEM_ALLOC (15 configs in 16) or the default
+ * allocator (1 in 16, only for inputs whose hash is 0 mod 8, one per input; called "arena" below,
+ * after the jemalloc arena it once was). Since memo allocates every memo with malloc, the two
+ * are the same code, and ASan sees every entry and table either way; the gate and the budget
+ * stay for when the default allocator packs entries where ASan cannot see them, and cost
+ * nothing now.
  *
  * ---- Speed ----
  *
