@@ -194,7 +194,8 @@ void memo__threads_fork_child(struct memo_thread *self)
     }
 }
 
-/* Whether t still holds a ref of some memo (a read-side section is open). */
+/* Whether t still holds a ref of some memo (a read-side section is open). Under the registry
+ * lock. */
 static bool memo__thread_holds_refs(const struct memo_thread *t)
 {
     for (unsigned i = 0; i < t->nslots; i++)
@@ -216,12 +217,14 @@ static bool memo__thread_holds_refs(const struct memo_thread *t)
 static void memo__thread_exit(void *arg)
 {
     struct memo_thread *t = arg;
+    /* Under the registry lock: memo_destroy unlinks t's slots (and frees the locals) under it. */
+    memo__registry_lock();
     if (t->exit_rounds + 1 < PTHREAD_DESTRUCTOR_ITERATIONS && memo__thread_holds_refs(t) &&
         pthread_setspecific(memo__thread_key, t) == 0) {
         t->exit_rounds++;
+        memo__registry_unlock();
         return;
     }
-    memo__registry_lock();
     for (unsigned i = 0; i < t->nslots; i++) {
         if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0) {
             memo__local_park(t->slots[i].local);
