@@ -110,8 +110,8 @@ typedef struct memo_config {
  * not know are all zero, as with Linux's extensible structs; otherwise, or past 1024 bytes, or
  * smaller than the first version's, it is MEMO_EINVAL, and so are shards that are not a power of
  * two, more than 4096 shards, unknown flags, and an expected_entries past what the shards can
- * hold (shards x 2^30). expected_entries presizes the tables for at most 2^23 entries (about
- * 150 MiB of tables); a larger memo grows past that as entries come. *out is set only on success.
+ * hold (shards x 2^30). expected_entries presizes the tables for at most 2^24 entries (about
+ * 300 MiB of tables); a larger memo grows past that as entries come. *out is set only on success.
  * Returns 0, MEMO_EINVAL or MEMO_ENOMEM. May block (briefly, on a process-wide lock).
  * May be called inside a compute function.
  */

@@ -276,9 +276,10 @@ MEMO__HIDDEN void memo__shard_clear(struct memo *m, struct memo_shard *s, struct
 /* ck_hs sizes its slot arrays through a 32-bit power of two: a table holds at most 2^31 slots,
  * and grows at half full, so a shard holds at most 2^30 entries (stored values and markers). */
 #define MEMO__SHARD_ENTRIES_MAX (1ul << 30)
-/* expected_entries presizes the tables for at most this many entries: 2^24 slots, 128 MiB, and
- * ck_hs's probe bounds beside them (memo.h). */
-#define MEMO__PRESIZE_MAX ((size_t)1 << 23)
+/* expected_entries presizes the tables for at most this many entries: 2^25 slots, 256 MiB, and
+ * ck_hs's probe bounds beside them, about 300 MiB (memo.h). Enough for memo-dp's 3000 x 3000
+ * edit distance (8.9 million states) to run without rehashing. */
+#define MEMO__PRESIZE_MAX ((size_t)1 << 24)
 
 static inline struct memo_shard *memo__shard(struct memo *m, unsigned long hash)
 {
