@@ -12,30 +12,32 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-/* Shaped like memo's u64 entry: 64 bytes, hash and key and value inside. */
-struct ckpeer_entry {
-    ck_epoch_entry_t retire;
-    uint64_t         hash;
-    uint32_t         kind;   /* 1: u64 key, 2: 32-byte key */
-    uint32_t         pad;
-    uint64_t         key;
-    uint64_t         value;
-    uint64_t         pad2[2];
-    unsigned char    key32[]; /* kind 2 only */
+/* The best use of ck_hs a user could write for this job: packed records carved from chunks (no
+ * per-record header, no per-record malloc), the hash computed again when the table grows (the
+ * seed ck_hs hands back is the peer), a compare that reads the key and nothing else. */
+struct ckpeer_u64 {
+    uint64_t key;
+    uint64_t value;
 };
-_Static_assert(sizeof(struct ckpeer_entry) == 64, "a u64 entry is one cache line, as memo's");
+struct ckpeer_key32 {
+    unsigned char key[32];
+    uint64_t      value;
+};
+_Static_assert(sizeof(struct ckpeer_u64) == 16, "a u64 record is its key and value");
 
-struct ckpeer_probe {
-    uint64_t    hash;
-    uint32_t    kind;
-    uint64_t    key;
-    const void *key32;
+#define CKPEER_CHUNK (1u << 20)
+struct ckpeer_chunk {
+    struct ckpeer_chunk *next;
+    size_t               used;
+    max_align_t          data[];
 };
 
 struct ckpeer {
-    pthread_mutex_t lock;
-    ck_hs_t         table;
-    unsigned char   secret[XXH3_SECRET_DEFAULT_SIZE];
+    pthread_mutex_t      lock;
+    ck_hs_t              u64;
+    ck_hs_t              key32;
+    struct ckpeer_chunk *chunks; /* under lock */
+    unsigned char        secret[XXH3_SECRET_DEFAULT_SIZE];
 };
 
 /* One epoch domain for every ckpeer; one record per thread, recycled when the thread exits. */
@@ -71,7 +73,6 @@ static ck_epoch_record_t *ckpeer_self(void)
     return r;
 }
 
-static void *ckpeer_malloc(size_t n) { return malloc(n); }
 
 static void ckpeer_free_now(ck_epoch_entry_t *e) { free(e); }
 
@@ -98,22 +99,30 @@ static void ckpeer_table_free(void *p, size_t n, bool defer)
 
 static struct ck_malloc ckpeer_allocator = { .malloc = ckpeer_table_malloc, .free = ckpeer_table_free };
 
-static unsigned long ckpeer_hash(const void *object, unsigned long seed)
+static unsigned long ckpeer_hash_u64(const void *object, unsigned long seed)
 {
-    (void)seed;
-    return ((const struct ckpeer_entry *)object)->hash;
+    const struct ckpeer *p = (const struct ckpeer *)seed;
+    return XXH3_64bits_withSecret(object, sizeof(uint64_t), p->secret, sizeof p->secret);
 }
 
-static bool ckpeer_compare(const void *stored, const void *probe)
+static unsigned long ckpeer_hash_key32(const void *object, unsigned long seed)
 {
-    const struct ckpeer_entry *a = stored;
-    const struct ckpeer_probe *p = probe;
-    if (a->hash != p->hash || a->kind != p->kind)
-        return false;
-    if (a->kind == 1)
-        return a->key == p->key;
-    return memcmp(a->key32, p->key32, 32) == 0;
+    const struct ckpeer *p = (const struct ckpeer *)seed;
+    return XXH3_64bits_withSecret(object, 32, p->secret, sizeof p->secret);
 }
+
+/* Both records begin with their key; a probe is the key itself. */
+static bool ckpeer_compare_u64(const void *stored, const void *probe)
+{
+    return *(const uint64_t *)stored == *(const uint64_t *)probe;
+}
+
+static bool ckpeer_compare_key32(const void *stored, const void *probe)
+{
+    return memcmp(stored, probe, 32) == 0;
+}
+
+#define CKPEER_MODE (CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC | CK_HS_MODE_DELETE)
 
 ckpeer_t *ckpeer_create(const unsigned char *secret, size_t expected_entries)
 {
@@ -122,9 +131,17 @@ ckpeer_t *ckpeer_create(const unsigned char *secret, size_t expected_entries)
     if (p == NULL)
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
+    p->chunks = NULL;
     memcpy(p->secret, secret, sizeof p->secret);
-    if (!ck_hs_init(&p->table, CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC | CK_HS_MODE_DELETE, ckpeer_hash,
-                    ckpeer_compare, &ckpeer_allocator, expected_entries < 16 ? 16 : expected_entries, 0)) {
+    unsigned long n = expected_entries < 16 ? 16 : expected_entries;
+    if (!ck_hs_init(&p->u64, CKPEER_MODE, ckpeer_hash_u64, ckpeer_compare_u64, &ckpeer_allocator, n,
+                    (unsigned long)p)) {
+        free(p);
+        return NULL;
+    }
+    if (!ck_hs_init(&p->key32, CKPEER_MODE, ckpeer_hash_key32, ckpeer_compare_key32, &ckpeer_allocator, 16,
+                    (unsigned long)p)) {
+        ck_hs_destroy(&p->u64);
         free(p);
         return NULL;
     }
@@ -135,60 +152,76 @@ void ckpeer_destroy(ckpeer_t *p)
 {
     if (p == NULL)
         return;
-    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
-    void *obj;
-    while (ck_hs_next(&p->table, &it, &obj))
-        free(obj);
-    ck_hs_destroy(&p->table);
-    ck_epoch_barrier(ckpeer_self()); /* deferred slot arrays and entries */
+    ck_hs_destroy(&p->u64);
+    ck_hs_destroy(&p->key32);
+    ck_epoch_barrier(ckpeer_self()); /* deferred slot arrays */
+    for (struct ckpeer_chunk *c = p->chunks, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
 
-static int ckpeer_put(ckpeer_t *p, struct ckpeer_entry *e, struct ckpeer_probe *probe)
+/* Room for a record, under the lock: bump-allocated from the newest chunk. */
+static void *ckpeer_carve(ckpeer_t *p, size_t size)
 {
-    pthread_mutex_lock(&p->lock);
-    int rc = 1;
-    if (ck_hs_get(&p->table, probe->hash, probe) == NULL) {
-        /* Like memo: a single put after the check; grows under the lock. */
-        rc = ck_hs_put_unique(&p->table, probe->hash, e) ? 0 : -1;
+    struct ckpeer_chunk *c = p->chunks;
+    if (c == NULL || c->used + size > CKPEER_CHUNK - sizeof *c) {
+        c = malloc(CKPEER_CHUNK);
+        if (c == NULL)
+            return NULL;
+        c->next = p->chunks;
+        c->used = 0;
+        p->chunks = c;
     }
-    pthread_mutex_unlock(&p->lock);
-    if (rc != 0)
-        free(e);
-    return rc;
+    void *r = (unsigned char *)c->data + c->used;
+    c->used += size;
+    return r;
 }
 
 int ckpeer_put_u64(ckpeer_t *p, uint64_t key, uint64_t value)
 {
-    struct ckpeer_entry *e = ckpeer_malloc(sizeof *e);
-    e->hash = XXH3_64bits_withSecret(&key, sizeof key, p->secret, sizeof p->secret);
-    e->kind = 1;
-    e->key = key;
-    e->value = value;
-    struct ckpeer_probe probe = { e->hash, 1, key, NULL };
-    return ckpeer_put(p, e, &probe);
+    unsigned long h = XXH3_64bits_withSecret(&key, sizeof key, p->secret, sizeof p->secret);
+    int rc = 1;
+    pthread_mutex_lock(&p->lock);
+    if (ck_hs_get(&p->u64, h, &key) == NULL) {
+        struct ckpeer_u64 *r = ckpeer_carve(p, sizeof *r);
+        rc = -1;
+        if (r != NULL) {
+            r->key = key;
+            r->value = value;
+            rc = ck_hs_put_unique(&p->u64, h, r) ? 0 : -1;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
 }
 
 int ckpeer_put_key32(ckpeer_t *p, const void *key32, uint64_t value)
 {
-    /* Same size class as memo's byte entries: a 64-byte head, the key, the value (16-aligned). */
-    struct ckpeer_entry *e = ckpeer_malloc(sizeof *e + 32 + 16);
-    e->hash = XXH3_64bits_withSecret(key32, 32, p->secret, sizeof p->secret);
-    e->kind = 2;
-    e->key = 0;
-    e->value = value;
-    memcpy(e->key32, key32, 32);
-    struct ckpeer_probe probe = { e->hash, 2, 0, e->key32 };
-    return ckpeer_put(p, e, &probe);
+    unsigned long h = XXH3_64bits_withSecret(key32, 32, p->secret, sizeof p->secret);
+    int rc = 1;
+    pthread_mutex_lock(&p->lock);
+    if (ck_hs_get(&p->key32, h, key32) == NULL) {
+        struct ckpeer_key32 *r = ckpeer_carve(p, sizeof *r);
+        rc = -1;
+        if (r != NULL) {
+            memcpy(r->key, key32, 32);
+            r->value = value;
+            rc = ck_hs_put_unique(&p->key32, h, r) ? 0 : -1;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
 }
 
 int ckpeer_get_u64(ckpeer_t *p, uint64_t key, uint64_t *value)
 {
     ck_epoch_record_t *r = ckpeer_self();
-    struct ckpeer_probe probe = { XXH3_64bits_withSecret(&key, sizeof key, p->secret, sizeof p->secret), 1, key, NULL };
+    unsigned long h = XXH3_64bits_withSecret(&key, sizeof key, p->secret, sizeof p->secret);
     ck_epoch_begin(r, NULL);
-    const struct ckpeer_entry *e = ck_hs_get(&p->table, probe.hash, &probe);
+    const struct ckpeer_u64 *e = ck_hs_get(&p->u64, h, &key);
     int found = e != NULL;
     if (found)
         *value = e->value;
@@ -199,9 +232,9 @@ int ckpeer_get_u64(ckpeer_t *p, uint64_t key, uint64_t *value)
 int ckpeer_get_key32(ckpeer_t *p, const void *key32, uint64_t *value)
 {
     ck_epoch_record_t *r = ckpeer_self();
-    struct ckpeer_probe probe = { XXH3_64bits_withSecret(key32, 32, p->secret, sizeof p->secret), 2, 0, key32 };
+    unsigned long h = XXH3_64bits_withSecret(key32, 32, p->secret, sizeof p->secret);
     ck_epoch_begin(r, NULL);
-    const struct ckpeer_entry *e = ck_hs_get(&p->table, probe.hash, &probe);
+    const struct ckpeer_key32 *e = ck_hs_get(&p->key32, h, key32);
     int found = e != NULL;
     if (found)
         *value = e->value;
@@ -209,22 +242,16 @@ int ckpeer_get_key32(ckpeer_t *p, const void *key32, uint64_t *value)
     return found;
 }
 
+/* Removes every u64 key one by one under the lock. The records stay in their chunks (a bump
+ * arena frees whole), so nothing waits for a grace period here. */
 size_t ckpeer_remove_all_u64(ckpeer_t *p, uint64_t nkeys)
 {
-    ck_epoch_record_t *r = ckpeer_self();
     size_t removed = 0;
     for (uint64_t key = 0; key < nkeys; key++) {
-        struct ckpeer_probe probe = { XXH3_64bits_withSecret(&key, sizeof key, p->secret, sizeof p->secret), 1, key, NULL };
+        unsigned long h = XXH3_64bits_withSecret(&key, sizeof key, p->secret, sizeof p->secret);
         pthread_mutex_lock(&p->lock);
-        struct ckpeer_entry *e = ck_hs_remove(&p->table, probe.hash, &probe);
+        removed += ck_hs_remove(&p->u64, h, &key) != NULL;
         pthread_mutex_unlock(&p->lock);
-        if (e != NULL) {
-            ck_epoch_call(r, &e->retire, ckpeer_free_now);
-            removed++;
-        }
-        if ((key & 63) == 63)
-            ck_epoch_poll(r);
     }
-    ck_epoch_barrier(r);
     return removed;
 }

@@ -1,7 +1,8 @@
 /*
- * memo's floor: a raw ck_hs read inside a ck_epoch section, with memo's hash and memo-shaped
- * entries (a pointer to a 64-byte object holding key and value). In C because ck's headers do
- * not compile as C++; this header is the extern "C" interface the C++ harness uses.
+ * memo's floor: a raw ck_hs read inside a ck_epoch section, with memo's hash, written the way a
+ * user who knows ck would write it: packed records (16 bytes for a u64 key and value, 40 for a
+ * 32-byte key and value) carved from 1 MiB chunks, no header. In C because ck's headers do not
+ * compile as C++; this header is the extern "C" interface the C++ harness uses.
  */
 #ifndef MEMO_BENCH_CK_PEER_H
 #define MEMO_BENCH_CK_PEER_H
@@ -25,7 +26,7 @@ int ckpeer_put_key32(ckpeer_t *p, const void *key32, uint64_t value);
 /* Lock-free reads, each in its own epoch section: 1 and *value if found, else 0. */
 int ckpeer_get_u64(ckpeer_t *p, uint64_t key, uint64_t *value);
 int ckpeer_get_key32(ckpeer_t *p, const void *key32, uint64_t *value);
-/* Removes every entry one by one (deferred frees through the epoch). */
+/* Removes every u64 entry one by one (the records stay in the peer's chunks until destroy). */
 size_t ckpeer_remove_all_u64(ckpeer_t *p, uint64_t nkeys);
 
 #ifdef __cplusplus

@@ -31,8 +31,9 @@
  *  - keys and values: any length that malloc can give, less memo's header (~80 bytes).
  *  - a chain of threads waiting on each other's computations is followed 4096 links deep to
  *    detect a cycle; a longer chain is not reported by the thread at its end (the others are).
- *  - memory comes from malloc: each value, key and table is a malloc'd block counted against
- *    its memo (memo_stats.bytes); linking memo does not replace or configure the process malloc.
+ *  - memory comes from malloc: slabs of packed values, larger values, tables and markers are
+ *    malloc'd blocks counted against their memo (memo_stats.bytes); linking memo does not
+ *    replace or configure the process malloc.
  *  - libmemo.so can be loaded with dlopen (ctypes, plugin hosts): its only thread-local storage
  *    of the initial-exec model is 16 bytes, within what glibc keeps for dlopen. dlclose does
  *    not unload it (it is linked with -z nodelete): threads that used memo run its thread-exit
@@ -96,11 +97,12 @@ typedef struct memo_config {
 } memo_config_t;
 #define MEMO_CONFIG_INIT { sizeof(memo_config_t), 0, 0, 0, 0 }
 
-/* Every entry, key and value in a malloc'd block of its own, freed with free, so that sanitizers
- * and valgrind see each one. memo_stats.bytes counts the bytes memo's live allocations asked
- * malloc for (exact and independent of malloc's layout; malloc's own overhead is not counted).
- * In this version every memo allocates this way; the flag keeps that promise when memo packs
- * entries together. */
+/* Every stored value (its key and value) in a malloc'd block of its own, freed with free, so that
+ * sanitizers and valgrind see each one, and memo_stats.bytes comes back exactly to its level
+ * after forget. Without it, values of up to 512 bytes with their keys are packed into 1 to 16 KiB
+ * slabs per shard (a u64 value takes 16 bytes), which a forget reuses but does not give back and
+ * a memo_clear gives back whole. memo_stats.bytes counts the bytes memo asked malloc for (exact
+ * and independent of malloc's layout; malloc's own overhead is not counted). */
 #define MEMO_F_SYSTEM_ALLOC (1u << 0)
 
 /*
@@ -243,8 +245,11 @@ MEMO_EXPORT int memo_forget_u64(memo_t *m, uint64_t key);
  * returns, a new call for k never waits on a computation that began before it, and nothing such
  * a computation returns is stored (its own caller and waiters still get its result; if that
  * caller computes k again from inside fn, the new computation is an independent one). memo_clear
- * does the same for every key, shard by shard (not one atomic step across keys). Neither needs
- * memory: they work even when the calling thread's state for m cannot be made.
+ * does the same for every key, shard by shard (not one atomic step across keys): each shard's
+ * tables are swapped for empty ones and its packed values dropped with their slabs, in one step,
+ * and given back once no reader can see them (cost: a scan of the shard's slots, no work per
+ * value but for values over 512 bytes). Neither needs memory: they work even when the calling
+ * thread's state for m cannot be made.
  */
 MEMO_EXPORT int  memo_forget(memo_t *m, const void *key, size_t key_len); /* 0, MEMO_ENOENT, MEMO_EINVAL */
 MEMO_EXPORT void memo_clear(memo_t *m);                                   /* forget every key */

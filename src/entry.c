@@ -1,85 +1,346 @@
 /*
- * Entries: their layout (internal.h), making and freeing them, their epoch-deferred reclamation,
- * and the callbacks through which ck_hs hashes and compares them.
+ * Records, markers and stores (their layout is in internal.h): making them, freeing them after
+ * their grace period, and the callbacks through which ck_hs hashes and compares them.
+ *
+ * Reclamation: markers and big records carry their own ck_epoch entry. Store records carry
+ * nothing: a retired one is appended to the retiring thread's batch, and a whole batch goes
+ * through the epoch as one entry, when it is full or when the thread polls. A record whose batch
+ * cannot be had (memory ran out) stays allocated in its store until the store is dropped, which
+ * loses nothing: a store's slabs are freed whole.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "annotate.h"
+#include "hash.h"
 #include "internal.h"
 
-_Static_assert(MEMO__U64_ENTRY_SIZE == 64, "a u64 entry is one cache line");
+_Static_assert(sizeof(struct memo_rec) == 16, "a u64 record is its key and value");
 _Static_assert(alignof(max_align_t) <= 16, "values are aligned to 16");
-_Static_assert(sizeof(struct memo_entry) % 16 == 0, "keys start aligned");
+_Static_assert(offsetof(struct memo_big, rec) % 16 == 0, "a big record is 16-aligned");
+_Static_assert(sizeof(struct memo_slab) % 16 == 0, "slab records start 16-aligned");
+_Static_assert(offsetof(struct memo_marker, key) % 8 == 0, "a marker's slot has its low bit free for the tag");
 
-struct memo_entry *memo__entry_new_u64(struct memo_local *l, unsigned long hash, uint64_t key)
+/* ---- markers ------------------------------------------------------------------------------- */
+
+struct memo_marker *memo__marker_new(struct memo_local *l, unsigned kind, unsigned long hash,
+                                     uint64_t key_u64, const void *key, size_t key_len)
 {
-    struct memo_entry *e = memo__mem_alloc(l, MEMO__U64_ENTRY_SIZE);
-    if (e == NULL)
+    size_t size = sizeof(struct memo_marker);
+    if (kind == MEMO__KIND_BYTES) {
+        if (key_len > SIZE_MAX - size)
+            return NULL;
+        size += key_len;
+    }
+    struct memo_marker *k = memo__mem_alloc(l, size);
+    if (k == NULL)
         return NULL;
-    atomic_init(&e->state, MEMO__COMPUTING);
-    e->kind = MEMO__KIND_U64;
-    e->hash = hash;
-    e->flight = NULL;
-    e->flight_seq = 0;
-    e->u64.key = key;
-    e->u64.value = 0;
-    return e;
+    atomic_init(&k->state, MEMO__COMPUTING);
+    k->kind = kind;
+    k->hash = hash;
+    k->flight = NULL;
+    k->flight_seq = 0;
+    k->final = NULL;
+    k->value = 0;
+    k->alloc_size = size;
+    if (kind == MEMO__KIND_U64) {
+        k->key.a = key_u64;
+        k->key.b = 0;
+    } else {
+        k->key.a = key_len;
+        k->key.b = 0;
+        if (key_len != 0)
+            memcpy(memo__rec_key(&k->key), key, key_len);
+    }
+    return k;
 }
 
-struct memo_entry *memo__entry_new_bytes(struct memo_local *l, unsigned long hash, const void *key,
-                                         size_t key_len, size_t value_len)
+void memo__marker_free_now(struct memo_local *l, struct memo_marker *k)
 {
-    size_t offset = memo__value_offset(key_len);
-    if (value_len > SIZE_MAX - offset || key_len > SIZE_MAX - MEMO__BYTES_HEAD_SIZE - 16)
-        return NULL;
-    size_t size = offset + value_len;
-    struct memo_entry *e = memo__mem_alloc(l, size);
-    if (e == NULL)
-        return NULL;
-    atomic_init(&e->state, MEMO__COMPUTING);
-    e->kind = MEMO__KIND_BYTES;
-    e->hash = hash;
-    e->flight = NULL;
-    e->flight_seq = 0;
-    e->bytes.key_len = key_len;
-    e->bytes.alloc_size = size;
-    e->bytes.final = NULL;
-    e->bytes.value_len = value_len;
-    if (key_len != 0)
-        memcpy(memo__entry_key(e), key, key_len);
-    return e;
+    memo__mem_free(l, k, k->alloc_size);
 }
 
-static size_t memo__entry_size(const struct memo_entry *e)
+static void memo__marker_reclaim(ck_epoch_entry_t *retire)
 {
-    return e->kind == MEMO__KIND_U64 ? MEMO__U64_ENTRY_SIZE : e->bytes.alloc_size;
-}
-
-void memo__entry_free_now(struct memo_local *l, struct memo_entry *e)
-{
-    memo__mem_free(l, e, memo__entry_size(e));
-}
-
-static void memo__entry_reclaim(ck_epoch_entry_t *retire)
-{
-    struct memo_entry *e = (struct memo_entry *)retire; /* retire is the first member */
+    struct memo_marker *k = (struct memo_marker *)retire; /* retire is the first member */
     struct memo_local *l = memo__alloc_local;
     MEMO_ANN_RECLAIM(l->memo);
-    memo__entry_free_now(l, e);
+    memo__marker_free_now(l, k);
 }
+
+/* ---- stores -------------------------------------------------------------------------------- */
+
+static inline unsigned memo__class_of(size_t size)
+{
+    return (unsigned)((size + 15) / 16) - 1;
+}
+
+struct memo_store *memo__store_new(struct memo_local *l)
+{
+    struct memo_store *st = memo__mem_alloc(l, sizeof *st);
+    if (st == NULL)
+        return NULL;
+    memset(st, 0, sizeof *st);
+    atomic_init(&st->refs, 1);
+    for (unsigned c = 0; c < MEMO__CLASSES; c++)
+        atomic_init(&st->reclaimed[c], NULL);
+    return st;
+}
+
+void memo__store_free(struct memo_local *l, struct memo_store *st)
+{
+    for (struct memo_slab *sl = st->slabs, *next; sl != NULL; sl = next) {
+        next = sl->next;
+        memo__mem_free(l, sl, sl->size);
+    }
+    memo__mem_free(l, st, sizeof *st);
+}
+
+/* One reference to st less: the shard's (a clear replaced it) or a retired record's (it came
+ * back). The last one frees the store and its slabs. */
+static void memo__store_unref(struct memo_local *l, struct memo_store *st)
+{
+    /* acq_rel: every push of a record into st happens before the free. */
+    if (atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) == 1)
+        memo__store_free(l, st);
+}
+
+static void memo__store_reclaim(ck_epoch_entry_t *retire)
+{
+    struct memo_store *st = (struct memo_store *)retire;
+    struct memo_local *l = memo__alloc_local;
+    MEMO_ANN_RECLAIM(l->memo);
+    memo__store_unref(l, st);
+}
+
+/* A clear replaced st: it goes, with every record in it, once no reader can see them. */
+void memo__store_retire(struct memo_local *l, struct memo_store *st)
+{
+    ck_epoch_call(&l->record, &st->retire, memo__store_reclaim);
+}
+
+/* A record of class c from s's store, made on first use; NULL when memory ran out. */
+static void *memo__store_alloc_locked(struct memo_local *l, struct memo_shard *s, unsigned c)
+{
+    struct memo_store *st = s->store;
+    if (st == NULL && (st = s->store = memo__store_new(l)) == NULL)
+        return NULL;
+    void *r = st->free[c];
+    if (r == NULL) {
+        /* Acquire: pairs with the release of the pushes, so the links read are theirs. */
+        r = atomic_exchange_explicit(&st->reclaimed[c], NULL, memory_order_acquire);
+    }
+    if (r != NULL) {
+        st->free[c] = *(void **)r;
+        return r;
+    }
+    size_t size = ((size_t)c + 1) * 16;
+    if ((size_t)(st->end - st->bump) < size) {
+        /* The rest of the old slab, if any, is left unused: at most MEMO__CLASS_MAX bytes. */
+        size_t slab = st->slabs == NULL ? MEMO__SLAB_FIRST : st->slabs->size * 2;
+        slab = slab < MEMO__SLAB_SIZE ? slab : MEMO__SLAB_SIZE;
+        struct memo_slab *sl = memo__mem_alloc(l, slab);
+        if (sl == NULL)
+            return NULL;
+        sl->next = st->slabs;
+        sl->size = slab;
+        st->slabs = sl;
+        st->nslabs++;
+        st->bump = (unsigned char *)(sl + 1);
+        st->end = (unsigned char *)sl + slab;
+    }
+    r = st->bump;
+    st->bump += size;
+    return r;
+}
+
+/* A record back from its grace period: onto its store's stack for its class (lock-free: the
+ * writer takes the whole stack at once, so no pop races a push), then one ref of the store less. */
+static void memo__store_put(struct memo_local *l, struct memo_store *st, struct memo_rec *r, unsigned c)
+{
+    void *head = atomic_load_explicit(&st->reclaimed[c], memory_order_relaxed);
+    do
+        *(void **)r = head;
+    while (!atomic_compare_exchange_weak_explicit(&st->reclaimed[c], &head, r, memory_order_release,
+                                                  memory_order_relaxed));
+    memo__store_unref(l, st);
+}
+
+/* ---- records ------------------------------------------------------------------------------- */
+
+bool memo__rec_is_big(const struct memo *m, const struct memo_rec *r, unsigned kind)
+{
+    if (m->system_alloc)
+        return true;
+    return kind == MEMO__KIND_BYTES && memo__rec_size(r->a, r->b) > MEMO__CLASS_MAX;
+}
+
+static struct memo_big *memo__big_of(struct memo_rec *r)
+{
+    return (struct memo_big *)((unsigned char *)r - offsetof(struct memo_big, rec));
+}
+
+static struct memo_rec *memo__big_new(struct memo_local *l, size_t rec_size)
+{
+    if (rec_size > SIZE_MAX - sizeof(struct memo_big))
+        return NULL;
+    size_t size = offsetof(struct memo_big, rec) + rec_size;
+    struct memo_big *b = memo__mem_alloc(l, size);
+    if (b == NULL)
+        return NULL;
+    b->size = size;
+    return &b->rec;
+}
+
+struct memo_rec *memo__rec_u64_new_locked(struct memo_local *l, struct memo_shard *s, uint64_t key,
+                                          uint64_t value)
+{
+    struct memo_rec *r = l->memo->system_alloc ? memo__big_new(l, sizeof *r) :
+                                                 memo__store_alloc_locked(l, s, 0);
+    if (r != NULL) {
+        r->a = key;
+        r->b = value;
+    }
+    return r;
+}
+
+/* A byte-key record that fn fills: always big (fn runs outside the shard lock, so it cannot
+ * carve from the store); memo__rec_publishable_locked moves a small one into the store. */
+struct memo_rec *memo__rec_big_new(struct memo_local *l, const void *key, size_t key_len, size_t value_len)
+{
+    size_t offset = memo__rec_value_offset(key_len);
+    if (key_len > SIZE_MAX - 32 || value_len > SIZE_MAX - offset)
+        return NULL;
+    struct memo_rec *r = memo__big_new(l, offset + value_len);
+    if (r == NULL)
+        return NULL;
+    r->a = key_len;
+    r->b = value_len;
+    if (key_len != 0)
+        memcpy(memo__rec_key(r), key, key_len);
+    return r;
+}
+
+void memo__rec_big_free_now(struct memo_local *l, struct memo_rec *r)
+{
+    struct memo_big *b = memo__big_of(r);
+    memo__mem_free(l, b, b->size);
+}
+
+/* The record to publish for fn's value: the pending big record itself, or, when it is small and
+ * the memo packs records, a copy of it carved from s's store (the pending one is then freed;
+ * nobody else has seen it). NULL when the copy cannot be had (memory ran out). */
+struct memo_rec *memo__rec_publishable_locked(struct memo_local *l, struct memo_shard *s,
+                                              struct memo_rec *pending)
+{
+    size_t size = memo__rec_size(pending->a, pending->b);
+    if (memo__rec_is_big(l->memo, pending, MEMO__KIND_BYTES))
+        return pending;
+    struct memo_rec *r = memo__store_alloc_locked(l, s, memo__class_of(size));
+    if (r == NULL)
+        return NULL; /* a small record is always in a store: that is how it is told apart */
+    memcpy(r, pending, size);
+    memo__rec_big_free_now(l, pending);
+    return r;
+}
+
+static void memo__big_reclaim(ck_epoch_entry_t *retire)
+{
+    struct memo_big *b = (struct memo_big *)retire;
+    struct memo_local *l = memo__alloc_local;
+    MEMO_ANN_RECLAIM(l->memo);
+    memo__mem_free(l, b, b->size);
+}
+
+static void memo__batch_reclaim(ck_epoch_entry_t *retire)
+{
+    struct memo_batch *b = (struct memo_batch *)retire;
+    struct memo_local *l = memo__alloc_local;
+    MEMO_ANN_RECLAIM(l->memo);
+    for (unsigned i = 0; i < b->n; i++)
+        memo__store_put(l, b->item[i].store, b->item[i].rec, b->cls[i]);
+    b->n = 0;
+    if (l->reserve == NULL)
+        l->reserve = b; /* recycled: the next seal needs no malloc */
+    else
+        memo__mem_free(l, b, sizeof *b);
+}
+
+/* Hands l's batch to the epoch: its records are freed once no reader can hold them. */
+void memo__batch_seal(struct memo_local *l)
+{
+    struct memo_batch *b = l->batch;
+    if (b == NULL || b->n == 0)
+        return;
+    l->batch = NULL;
+    ck_epoch_call(&l->record, &b->retire, memo__batch_reclaim);
+}
+
+/* Retires a big record that was never published (a detached computation's value, which its
+ * waiters may still be reading). */
+void memo__rec_retire_big(struct memo_local *l, struct memo_rec *r)
+{
+    ck_epoch_call(&l->record, &memo__big_of(r)->retire, memo__big_reclaim);
+}
+
+/* Retires r, a record just removed from one of s's tables (under s's lock): freed once no reader
+ * can hold it. A small record in a table is always in s's store (memo__rec_publishable_locked),
+ * so its size tells which. Does not poll (the caller holds the lock): memo__retire_poll does,
+ * afterwards. */
+void memo__rec_retire(struct memo_local *l, struct memo_shard *s, struct memo_rec *r, unsigned kind)
+{
+#if MEMO_MUTANT == 2 /* M2 free-now: freed at once, readers may still hold it */
+    if (memo__rec_is_big(l->memo, r, kind)) {
+        memo__rec_big_free_now(l, r);
+    } else {
+        atomic_fetch_add_explicit(&s->store->refs, 1, memory_order_relaxed);
+        memo__store_put(l, s->store, r, memo__class_of(kind == MEMO__KIND_U64 ? sizeof *r : memo__rec_size(r->a, r->b)));
+    }
+    return;
+#endif
+    if (memo__rec_is_big(l->memo, r, kind)) {
+        ck_epoch_call(&l->record, &memo__big_of(r)->retire, memo__big_reclaim);
+        return;
+    }
+    struct memo_batch *b = l->batch;
+    if (b == NULL || b->n == MEMO__BATCH) {
+        memo__batch_seal(l);
+        if ((b = l->reserve) != NULL)
+            l->reserve = NULL;
+        else if ((b = memo__mem_alloc(l, sizeof *b)) == NULL)
+            return; /* r stays in its store until the store goes (see the top of this file) */
+        b->n = 0;
+        l->batch = b;
+    }
+    struct memo_store *st = s->store;
+    atomic_fetch_add_explicit(&st->refs, 1, memory_order_relaxed); /* dropped by store_put */
+    b->item[b->n].rec = r;
+    b->item[b->n].store = st;
+    b->cls[b->n] = (unsigned char)memo__class_of(kind == MEMO__KIND_U64 ? sizeof *r : memo__rec_size(r->a, r->b));
+    b->n++;
+}
+
+void memo__marker_retire(struct memo_local *l, struct memo_marker *k)
+{
+    ck_epoch_call(&l->record, &k->retire, memo__marker_reclaim);
+}
+
+/* ---- polling ------------------------------------------------------------------------------- */
 
 #define MEMO__POLL_EVERY 64 /* deferred frees between two attempts to reclaim */
 
-/* Frees what the epoch allows, and sets when retiring polls next: MEMO__POLL_EVERY retires from
- * now, whatever this poll achieved. Not at every retire while frees stay pending (a reader that
- * pins the epoch: a ref held long, a long wait): a poll scans every thread's record, so that
- * would make each retire O(threads). And not later and later either (an exponential back-off
- * while polls fail): one unlucky poll, while a reader's section still belonged to the previous
- * epoch, would then double the pending list, and under steady readers it never came back. */
+/* Seals l's batch and frees what the epoch allows, then sets when retiring polls next:
+ * MEMO__POLL_EVERY deferred frees from now, whatever this poll achieved. Not at every retire
+ * while frees stay pending (a reader that pins the epoch: a ref held long, a long wait): a poll
+ * scans every thread's record, so that would make each retire O(threads). And not later and
+ * later either (an exponential back-off while polls fail): one unlucky poll, while a reader's
+ * section still belonged to the previous epoch, would then double the pending list, and under
+ * steady readers it never came back. */
 void memo__epoch_poll(struct memo_local *l)
 {
     struct memo_local *saved = memo__alloc_local;
     memo__alloc_local = l;
+    memo__batch_seal(l);
     (void)ck_epoch_poll(&l->record);
     memo__alloc_local = saved;
     l->poll_at = l->record.n_pending + MEMO__POLL_EVERY;
@@ -105,51 +366,52 @@ void memo__epoch_poll_parked(struct memo *m)
     pthread_mutex_unlock(&m->locals_lock);
 }
 
-/* Frees e once no reader can hold it: e must already be out of every table (or never have been
- * in one), and no thread may find it through a marker's final pointer after its grace period. */
-void memo__entry_retire(struct memo_local *l, struct memo_entry *e)
+/* After retiring, with no shard lock held: polls once enough frees are pending, counting a
+ * batch's records one by one. */
+void memo__retire_poll(struct memo_local *l)
 {
-#if MEMO_MUTANT == 2 /* M2 free-now: freed at once, readers may still hold it */
-    memo__entry_free_now(l, e);
-    return;
-#endif
-    ck_epoch_call(&l->record, &e->retire, memo__entry_reclaim);
+    unsigned pending = l->record.n_pending + (l->batch != NULL ? l->batch->n : 0);
     unsigned at = l->poll_at > MEMO__POLL_EVERY ? l->poll_at : MEMO__POLL_EVERY;
-    if (l->record.n_pending >= at) {
+    if (pending >= at) {
         memo__epoch_poll(l);
         memo__epoch_poll_parked(l->memo);
     }
 }
 
-unsigned long memo__hs_hash(const void *object, unsigned long seed)
+/* ---- ck_hs callbacks ----------------------------------------------------------------------- */
+
+/* Slots hold records and tagged markers; both point at a record prefix (a marker's key). ck_hs
+ * rehashes from it when it grows: the seed it hands back is the memo. */
+static inline const struct memo_rec *memo__untag(const void *slot)
 {
-    (void)seed; /* memo's hash is seeded by the memo's secret; ck only needs it back to grow */
-    return ((const struct memo_entry *)object)->hash;
+    return (const struct memo_rec *)((uintptr_t)slot & ~MEMO__MARKER_TAG);
 }
 
-/* ck_hs calls compare(stored, probe); probe is a struct memo_probe for lookups, or an entry
- * being put or set. */
-bool memo__hs_compare(const void *stored_object, const void *probe_object)
+unsigned long memo__hs_hash_u64(const void *object, unsigned long seed)
 {
-    const struct memo_entry *a = stored_object;
-    const struct memo_entry *b = probe_object;
-    MEMO_ANN_GOT(a);
-    if (a->hash != b->hash)
+    return memo__hash_u64((const struct memo *)seed, memo__untag(object)->a);
+}
+
+unsigned long memo__hs_hash_bytes(const void *object, unsigned long seed)
+{
+    const struct memo_rec *r = memo__untag(object);
+    return memo__hash_bytes((const struct memo *)seed, r + 1, r->a);
+}
+
+/* ck_hs calls compare(stored, probe): probe is the key (a uint64_t) for lookups and removals,
+ * or a record or marker being set. Both begin with the key. */
+bool memo__hs_compare_u64(const void *stored, const void *probe)
+{
+    MEMO_ANN_GOT(stored);
+    return memo__untag(stored)->a == memo__untag(probe)->a;
+}
+
+bool memo__hs_compare_bytes(const void *stored, const void *probe)
+{
+    MEMO_ANN_GOT(stored);
+    const struct memo_rec *a = memo__untag(stored), *b = memo__untag(probe);
+    if (a->a != b->a)
         return false;
-    if (b->kind == MEMO__KIND_PROBE) {
-        const struct memo_probe *p = probe_object;
-        if (a->kind != p->space)
-            return false;
-        if (a->kind == MEMO__KIND_U64)
-            return a->u64.key == p->key_u64;
-        return a->bytes.key_len == p->key_len &&
-               (p->key_len == 0 || memcmp(memo__entry_key((struct memo_entry *)a), p->key, p->key_len) == 0);
-    }
-    if (a->kind != b->kind)
-        return false;
-    if (a->kind == MEMO__KIND_U64)
-        return a->u64.key == b->u64.key;
-    return a->bytes.key_len == b->bytes.key_len &&
-           memcmp(memo__entry_key((struct memo_entry *)a), memo__entry_key((struct memo_entry *)b),
-                  a->bytes.key_len) == 0;
+    const void *key = b->b == MEMO__PROBE_TAG ? ((const struct memo_probe *)b)->key : (const void *)(b + 1);
+    return a->a == 0 || memcmp(a + 1, key, a->a) == 0;
 }

@@ -37,6 +37,29 @@ static void memo__fork_parent(void)
     memo__registry_unlock();
 }
 
+/* Frees the markers in table whose owners are other threads of the parent. Removal leaves a
+ * tombstone in place and moves nothing, so one pass sees every slot. */
+static void memo__fork_child_table(struct memo *m, ck_hs_t *table, struct memo_thread *self)
+{
+    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+    void *obj;
+    while (ck_hs_next(table, &it, &obj)) {
+        if (!memo__is_marker(obj))
+            continue;
+        struct memo_marker *e = memo__slot_marker(obj);
+        uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+        if ((st & MEMO__STATE) == MEMO__COMPUTING && e->flight->thread != self) {
+            /* Its owner and waiters do not exist here, and no thread of the child can have
+             * reached it: freed at once, with the value its fn had made so far. The spare
+             * local is free to use: its lock is held. */
+            (void)ck_hs_remove(table, e->hash, obj);
+            if (e->final != NULL)
+                memo__rec_big_free_now(m->spare, e->final);
+            memo__marker_free_now(m->spare, e);
+        }
+    }
+}
+
 static void memo__fork_child(void)
 {
     struct memo_thread *self = memo__self;
@@ -44,28 +67,8 @@ static void memo__fork_child(void)
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
         for (unsigned i = 0; i < m->nshards; i++) {
             struct memo_shard *s = &m->shards[i];
-            ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
-            void *obj;
-            bool again = true;
-            while (again) {
-                again = false;
-                while (ck_hs_next(&s->table, &it, &obj)) {
-                    struct memo_entry *e = obj;
-                    uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
-                    if ((st & MEMO__STATE) == MEMO__COMPUTING && e->flight->thread != self) {
-                        /* Its owner and waiters do not exist here, and no thread of the child
-                         * can have reached it: freed at once, with the value its fn had made
-                         * so far. The spare local is free to use: its lock is held. */
-                        (void)ck_hs_remove(&s->table, e->hash, e);
-                        if (e->kind == MEMO__KIND_BYTES && e->bytes.final != NULL)
-                            memo__entry_free_now(m->spare, e->bytes.final);
-                        memo__entry_free_now(m->spare, e);
-                        it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
-                        again = true;
-                        break;
-                    }
-                }
-            }
+            memo__fork_child_table(m, &s->u64, self);
+            memo__fork_child_table(m, &s->bytes, self);
             pthread_mutex_unlock(&s->lock);
         }
         pthread_mutex_unlock(&m->locals_lock);

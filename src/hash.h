@@ -1,8 +1,7 @@
 /*
  * Seeded hashing: XXH3 with a 192-byte secret derived from the memo's seed, so that keys made to
  * collide under one memo's hash do not collide under another's (a random seed per memo unless the
- * config fixes one). u64 keys and byte keys hash differently (the u64 form mixes in a tag), which
- * keeps their key spaces apart in ck_hs's probe sequences too.
+ * config fixes one).
  */
 #ifndef MEMO_HASH_H
 #define MEMO_HASH_H
@@ -22,9 +21,9 @@ static inline unsigned long memo__hash_bytes(const struct memo *m, const void *k
 
 static inline unsigned long memo__hash_u64(const struct memo *m, uint64_t key)
 {
-    /* 8 bytes through XXH3's 4-to-8 path; the tag keeps the u64 space apart from 8-byte keys. */
-    uint64_t h = XXH3_64bits_withSecret(&key, sizeof key, m->secret, sizeof m->secret);
-    return (unsigned long)(h ^ 0x9e3779b97f4a7c15ull);
+    /* 8 bytes through XXH3's 4-to-8 path. The u64 and byte key spaces have tables of their own,
+     * so an 8-byte key may hash like a u64 key. */
+    return (unsigned long)XXH3_64bits_withSecret(&key, sizeof key, m->secret, sizeof m->secret);
 }
 
 MEMO__HIDDEN uint64_t memo__random_seed(void);

@@ -4,7 +4,9 @@
  * Objects and who owns them:
  *   struct memo         one per memo_create: shards, an epoch domain, a hash secret.
  *   struct memo_shard   one ck_hs table and the lock that serializes its writers.
- *   struct memo_entry   one per key in a table: an in-flight marker (COMPUTING) or a stored value.
+ *   struct memo_rec     a stored value in a table: key and value, nothing else (records below).
+ *   struct memo_marker  a computation in flight, in a table until it settles.
+ *   struct memo_store   where a shard's records are carved from.
  *   struct memo_thread  one per thread that ever called memo: flight stack, waiting publication,
  *                       the thread's locals. Never freed: recycled through a pool, because other
  *                       threads read its flight slots and waiting fields without locks.
@@ -38,100 +40,156 @@
 #define memo__unlikely(x) __builtin_expect(!!(x), 0)
 #define MEMO__HIDDEN __attribute__((visibility("hidden")))
 
-/* ---- entries ------------------------------------------------------------------------------- */
+/* ---- records and markers ------------------------------------------------------------------- */
+
+/*
+ * A shard has two ck_hs tables, one per key space. A slot points to either
+ *  - a record: a stored value, immutable from the moment it is published, holding what a
+ *    reader needs and nothing else (u64: the key and the value, 16 bytes, carved from the
+ *    shard's store; bytes: the lengths, the key, the value, one malloc'd block); or
+ *  - a marker, tagged with MEMO__MARKER_TAG in the pointer's low bit: a computation in flight,
+ *    with the state word that waiters sleep on, its owner's flight, and the key as a record
+ *    prefix (the slot points at that prefix, so ck_hs hashes and compares both alike).
+ * The hit path reads a slot, sees no tag, and reads the record: nothing else.
+ */
+#define MEMO__MARKER_TAG ((uintptr_t)1)
+
+struct memo_rec {
+    uint64_t a;   /* u64: the key;   bytes: the key's length */
+    uint64_t b;   /* u64: the value; bytes: the value's length */
+    /* bytes: the key at +16, the value at memo__rec_value_offset(key_len) */
+};
+
+static inline size_t memo__rec_value_offset(size_t key_len)
+{
+    /* aligned for max_align_t (16 on the targets memo supports) */
+    return (sizeof(struct memo_rec) + key_len + 15) & ~(size_t)15;
+}
+
+static inline unsigned char *memo__rec_key(struct memo_rec *r)
+{
+    return (unsigned char *)(r + 1);
+}
+
+static inline void *memo__rec_value(struct memo_rec *r)
+{
+    return (unsigned char *)r + memo__rec_value_offset(r->a);
+}
+
+/* The bytes a byte-key record takes: lengths, key, padding, value. */
+static inline size_t memo__rec_size(size_t key_len, size_t value_len)
+{
+    return memo__rec_value_offset(key_len) + value_len;
+}
 
 /* The state word is also the futex word. Low bits: the state; then flag bits. */
-#define MEMO__COMPUTING 0u /* an in-flight marker: its owner is running fn */
-#define MEMO__READY     1u /* a value (stored, or handed to waiters of a detached flight) */
+#define MEMO__COMPUTING 0u /* the owner is running fn */
+#define MEMO__READY     1u /* fn's value is in the marker (u64) or its record (bytes) */
 #define MEMO__FAILED    2u /* fn failed: code holds its code; already out of the table */
 #define MEMO__ABANDONED 3u /* the owner died; already out of the table: waiters retry */
 #define MEMO__STATE     3u
 #define MEMO__WAITERS   4u /* someone sleeps (or is about to) on the futex: wake on change */
-#define MEMO__DETACHED  8u /* forgotten or cleared; set while in flight, the owner must not store */
-
-/* Whether a state word found in a table is a stored value that a hit or a lookup may return.
- * READY|DETACHED is not: either a forget or clear has begun removing it (it linearizes before
- * the reader), or it is the value of a computation detached in flight, which was never stored
- * (only that computation's own waiters take it, through memo__wait). */
-static inline bool memo__stored(uint32_t state)
-{
-    return (state & (MEMO__STATE | MEMO__DETACHED)) == MEMO__READY;
-}
+#define MEMO__DETACHED  8u /* forgotten or cleared in flight: the owner must not store */
 
 #define MEMO__KIND_U64   1u
 #define MEMO__KIND_BYTES 2u
-#define MEMO__KIND_PROBE 3u /* a stack key used only for lookups, never in a table */
 
 struct memo_flight;
 
-struct memo_entry {
-    ck_epoch_entry_t    retire;     /* epoch-deferred free; its stack link also chains clears */
-    _Atomic uint32_t    state;      /* MEMO__* above */
+struct memo_marker {
+    ck_epoch_entry_t    retire;     /* epoch-deferred free */
+    _Atomic uint32_t    state;      /* MEMO__* above; changes to DETACHED only under the lock */
     uint32_t            kind;       /* MEMO__KIND_* */
-    unsigned long       hash;       /* full hash: ck_hs rehashes with it when it grows */
-    struct memo_flight *flight;     /* markers: the owner's flight slot */
-    uint64_t            flight_seq; /* markers: that slot's seq while this computation runs */
+    unsigned long       hash;
+    struct memo_flight *flight;     /* the owner's flight slot */
+    uint64_t            flight_seq; /* that slot's seq while this computation runs */
+    struct memo_rec    *final;      /* bytes: the value's record: fn's, unpublished, while
+                                       COMPUTING (owner only); the stored one from READY on */
     union {
-        struct {                    /* u64 key space: 64 bytes in all */
-            uint64_t key;
-            union {
-                uint64_t value;     /* READY */
-                int64_t  code;      /* FAILED: fn's code */
-            };
-        } u64;
-        struct {                    /* byte key space */
-            size_t key_len;
-            size_t alloc_size;
-            struct memo_entry *final; /* markers: the value's entry: fn's, unpublished, while
-                                         COMPUTING (owner only); the stored one from READY on */
-            union {
-                size_t  value_len;  /* value entries */
-                int64_t code;       /* FAILED markers: fn's code */
-            };
-            /* then the key bytes, then the value at memo__value_offset() */
-        } bytes;
+        uint64_t value;             /* u64, READY: the value */
+        int64_t  code;              /* FAILED: fn's code */
     };
+    size_t              alloc_size;
+    struct memo_rec     key;        /* the key as a record's prefix: what the table points at */
+    /* bytes: the key bytes follow */
 };
-#define MEMO__U64_ENTRY_SIZE (offsetof(struct memo_entry, u64) + 2 * sizeof(uint64_t))
-#define MEMO__BYTES_HEAD_SIZE sizeof(struct memo_entry)
 
-static inline unsigned char *memo__entry_key(struct memo_entry *e)
+static inline bool memo__is_marker(const void *slot)
 {
-    return (unsigned char *)e + MEMO__BYTES_HEAD_SIZE;
+    return ((uintptr_t)slot & MEMO__MARKER_TAG) != 0;
 }
 
-static inline void memo__entry_set_code(struct memo_entry *e, int code)
+static inline void *memo__marker_slot(struct memo_marker *k)
 {
-    if (e->kind == MEMO__KIND_U64)
-        e->u64.code = code;
-    else
-        e->bytes.code = code;
+    return (void *)((uintptr_t)&k->key | MEMO__MARKER_TAG);
 }
 
-static inline int memo__entry_code(const struct memo_entry *e)
+static inline struct memo_marker *memo__slot_marker(const void *slot)
 {
-    return (int)(e->kind == MEMO__KIND_U64 ? e->u64.code : e->bytes.code);
+    return (struct memo_marker *)((uintptr_t)slot - MEMO__MARKER_TAG - offsetof(struct memo_marker, key));
 }
 
-/* A lookup key on the stack; its head mirrors struct memo_entry up to the union. */
+/* A byte key to look up: the probe handed to ck_hs_get / ck_hs_remove. Its b is the tag that
+ * tells the compare callback it is a probe (no record has a value of SIZE_MAX bytes). */
+#define MEMO__PROBE_TAG UINT64_MAX
 struct memo_probe {
-    struct memo_entry head;         /* kind = MEMO__KIND_PROBE, hash */
-    uint32_t          space;        /* MEMO__KIND_U64 or MEMO__KIND_BYTES */
-    const void       *key;
-    size_t            key_len;
-    uint64_t          key_u64;
+    struct memo_rec head;           /* a = the key's length, b = MEMO__PROBE_TAG */
+    const void     *key;
 };
 
-static inline size_t memo__value_offset(size_t key_len)
-{
-    /* aligned for max_align_t (16 on the targets memo supports) */
-    return (MEMO__BYTES_HEAD_SIZE + key_len + 15) & ~(size_t)15;
-}
+/* ---- stores: where a shard's records live ---------------------------------------------------- */
 
-static inline void *memo__entry_value(struct memo_entry *e)
-{
-    return (unsigned char *)e + memo__value_offset(e->bytes.key_len);
-}
+/*
+ * Records of up to MEMO__CLASS_MAX bytes are carved from slabs of their shard's store (1 KiB at
+ * first, so that a small memo of many shards stays small, doubling up to 16 KiB), in
+ * size classes 16 bytes apart, with no per-record header: a u64 record is its 16 bytes. Only the
+ * shard's writer (under the shard lock) allocates from a store; records whose grace period has
+ * ended come back through lock-free stacks, one per class, which the writer drains. memo_clear
+ * replaces a shard's store and drops the old one whole, once no reader can see it and every
+ * record of it retired earlier has come back (refs).
+ *
+ * Larger records, and every record of a MEMO_F_SYSTEM_ALLOC memo, are malloc'd alone, behind a
+ * header with their own epoch entry ("big" records).
+ */
+#define MEMO__SLAB_SIZE 16384
+#define MEMO__CLASSES   32
+#define MEMO__CLASS_MAX (MEMO__CLASSES * 16) /* the largest record a store holds */
+
+struct memo_slab {
+    struct memo_slab *next;
+    size_t            size;         /* 1 KiB for a store's first, doubling up to MEMO__SLAB_SIZE */
+};
+#define MEMO__SLAB_FIRST 1024
+
+struct memo_store {
+    ck_epoch_entry_t  retire;       /* the store itself, once a clear has replaced it */
+    _Atomic int64_t   refs;         /* 1 while it is a shard's store, + records retired not yet back */
+    struct memo_slab *slabs;        /* shard lock */
+    size_t            nslabs;
+    unsigned char    *bump, *end;   /* the newest slab's uncarved part; shard lock */
+    void             *free[MEMO__CLASSES];            /* free records, linked through their first word */
+    _Atomic(void *)   reclaimed[MEMO__CLASSES];       /* records back from their grace period */
+};
+
+/* A big record: malloc'd alone, with its own epoch entry. */
+struct memo_big {
+    ck_epoch_entry_t retire;
+    size_t           size;          /* of the whole block */
+    uint64_t         pad;
+    struct memo_rec  rec;           /* 16-aligned */
+};
+
+/* Records retired from stores, freed together after one grace period: (record, store) pairs. */
+#define MEMO__BATCH 62
+struct memo_batch {
+    ck_epoch_entry_t retire;
+    unsigned         n;
+    struct {
+        struct memo_rec   *rec;
+        struct memo_store *store;
+    } item[MEMO__BATCH];
+    unsigned char    cls[MEMO__BATCH]; /* each record's size class */
+};
 
 /* ---- threads, locals, flights -------------------------------------------------------------- */
 
@@ -161,6 +219,8 @@ struct memo_local {
     _Atomic(struct memo_thread *) thread;
     unsigned             slot;      /* index in thread->slots */
     unsigned             poll_at;   /* pending frees at which retiring next polls the epoch */
+    struct memo_batch   *batch;     /* store records retired since the last seal */
+    struct memo_batch   *reserve;   /* an empty batch, so that sealing seldom needs malloc */
     bool                 is_spare;  /* memo->spare: shared, used under memo->spare_lock */
     struct memo_local   *next;      /* memo->locals: every local of the memo */
     struct memo_local   *next_parked;
@@ -178,8 +238,10 @@ struct memo_thread {
     _Atomic uint64_t              wait_seq;
 
     /* Owned by the thread: */
-    alignas(MEMO__CACHELINE) struct memo *cache_memo;
-    uint64_t                  cache_id;
+    /* The memo of the last call and this thread's local for it. memo_destroy clears cache_memo
+     * (a compare-exchange under the registry lock) in every living thread that has a local for
+     * the memo, so a later memo at the same address never finds the old local here. */
+    alignas(MEMO__CACHELINE) _Atomic(struct memo *) cache_memo;
     struct memo_local        *cache_local;
     struct memo_flight_block *flight_block;   /* block of the next free slot */
     unsigned                  flight_index;   /* next free slot in it */
@@ -195,15 +257,21 @@ struct memo_thread {
 /* ---- the memo ------------------------------------------------------------------------------ */
 
 struct memo_shard {
-    alignas(MEMO__CACHELINE) pthread_mutex_t lock; /* every ck_hs writer call runs under it */
-    ck_hs_t          table;
-    _Atomic int64_t  entries;       /* stored values (markers not counted) */
+    /* 256 bytes (a power of two: indexing a shard is a shift) */
+    alignas(4 * MEMO__CACHELINE) pthread_mutex_t lock; /* every ck_hs writer call runs under it */
+    ck_hs_t            u64;         /* the u64 key space */
+    ck_hs_t            bytes;       /* the byte key space */
+    struct memo_store *store;       /* made on first use; none with MEMO_F_SYSTEM_ALLOC */
+    unsigned long      presize[2];  /* slots the u64 / bytes table gets at its first insert */
+    _Atomic int64_t    entries;     /* stored values (markers not counted) */
 };
 
 struct memo {
     uint64_t           id;          /* unique for the process: per-thread state is keyed by it */
     unsigned           flags;
+    bool               system_alloc; /* MEMO_F_SYSTEM_ALLOC: every record malloc'd alone */
     unsigned           nshards;     /* power of two */
+    unsigned           shard_mask;  /* nshards - 1 */
     struct memo_shard *shards;
     struct ck_malloc   table_alloc;
     alignas(MEMO__CACHELINE) ck_epoch_t epoch;
@@ -227,6 +295,7 @@ struct memo {
 
 /* thread.c */
 extern MEMO__HIDDEN __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self;
+extern MEMO__HIDDEN struct memo_thread memo__nobody;
 MEMO__HIDDEN struct memo_local *memo__local_slow(struct memo *m);
 MEMO__HIDDEN int memo__spare_init(struct memo *m);
 MEMO__HIDDEN struct memo_flight *memo__flight_push(struct memo_thread *t);
@@ -242,9 +311,8 @@ MEMO__HIDDEN void memo__threads_fork_child(struct memo_thread *self);
 /* The calling thread's local for m, made on first use; NULL only when memory ran out. */
 static inline struct memo_local *memo__local(struct memo *m)
 {
-    struct memo_thread *t = memo__self;
-    /* The (pointer, id) pair guards against a destroyed memo's address being reused. */
-    if (memo__likely(t != NULL && t->cache_memo == m && t->cache_id == m->id))
+    struct memo_thread *t = memo__self; /* never NULL: memo__nobody until the first call */
+    if (memo__likely(atomic_load_explicit(&t->cache_memo, memory_order_relaxed) == m))
         return t->cache_local;
     return memo__local_slow(m);
 }
@@ -257,21 +325,41 @@ MEMO__HIDDEN void  memo__table_alloc_init(struct ck_malloc *a);
  * epoch poll on this thread (ck's callbacks carry no context of their own). */
 extern MEMO__HIDDEN __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_local *memo__alloc_local;
 
-/* entry.c */
-MEMO__HIDDEN struct memo_entry *memo__entry_new_u64(struct memo_local *l, unsigned long hash, uint64_t key);
-MEMO__HIDDEN struct memo_entry *memo__entry_new_bytes(struct memo_local *l, unsigned long hash,
-                                                      const void *key, size_t key_len, size_t value_len);
-MEMO__HIDDEN void memo__entry_free_now(struct memo_local *l, struct memo_entry *e);
-MEMO__HIDDEN void memo__entry_retire(struct memo_local *l, struct memo_entry *e);
+/* entry.c: markers */
+MEMO__HIDDEN struct memo_marker *memo__marker_new(struct memo_local *l, unsigned kind, unsigned long hash,
+                                                  uint64_t key_u64, const void *key, size_t key_len);
+MEMO__HIDDEN void memo__marker_free_now(struct memo_local *l, struct memo_marker *k);
+MEMO__HIDDEN void memo__marker_retire(struct memo_local *l, struct memo_marker *k);
+/* entry.c: records. The _locked calls run under s's lock (they use its store). */
+MEMO__HIDDEN struct memo_rec *memo__rec_u64_new_locked(struct memo_local *l, struct memo_shard *s,
+                                                      uint64_t key, uint64_t value);
+MEMO__HIDDEN struct memo_rec *memo__rec_big_new(struct memo_local *l, const void *key, size_t key_len,
+                                                size_t value_len);
+MEMO__HIDDEN struct memo_rec *memo__rec_publishable_locked(struct memo_local *l, struct memo_shard *s,
+                                                           struct memo_rec *pending);
+MEMO__HIDDEN void memo__rec_big_free_now(struct memo_local *l, struct memo_rec *r);
+MEMO__HIDDEN void memo__rec_retire(struct memo_local *l, struct memo_shard *s, struct memo_rec *r, unsigned kind);
+MEMO__HIDDEN void memo__rec_retire_big(struct memo_local *l, struct memo_rec *r);
+MEMO__HIDDEN struct memo_store *memo__store_new(struct memo_local *l);
+MEMO__HIDDEN void memo__store_retire(struct memo_local *l, struct memo_store *st);
+MEMO__HIDDEN void memo__store_free(struct memo_local *l, struct memo_store *st);
+MEMO__HIDDEN bool memo__rec_is_big(const struct memo *m, const struct memo_rec *r, unsigned kind);
+/* entry.c: reclamation */
 MEMO__HIDDEN void memo__epoch_poll(struct memo_local *l);
 MEMO__HIDDEN void memo__epoch_poll_parked(struct memo *m);
-MEMO__HIDDEN unsigned long memo__hs_hash(const void *object, unsigned long seed);
-MEMO__HIDDEN bool memo__hs_compare(const void *stored, const void *probe);
+MEMO__HIDDEN void memo__retire_poll(struct memo_local *l);
+MEMO__HIDDEN void memo__batch_seal(struct memo_local *l);
+/* entry.c: ck_hs callbacks (seed: the memo) */
+MEMO__HIDDEN unsigned long memo__hs_hash_u64(const void *object, unsigned long seed);
+MEMO__HIDDEN unsigned long memo__hs_hash_bytes(const void *object, unsigned long seed);
+MEMO__HIDDEN bool memo__hs_compare_u64(const void *stored, const void *probe);
+MEMO__HIDDEN bool memo__hs_compare_bytes(const void *stored, const void *probe);
 
 /* table.c */
 MEMO__HIDDEN int  memo__shards_init(struct memo *m, size_t expected_entries);
 MEMO__HIDDEN void memo__shards_destroy(struct memo *m, struct memo_local *l);
 MEMO__HIDDEN void memo__shard_clear(struct memo *m, struct memo_shard *s, struct memo_local *l);
+MEMO__HIDDEN void memo__table_presize_locked(struct memo_shard *s, unsigned kind);
 
 /* ck_hs sizes its slot arrays through a 32-bit power of two: a table holds at most 2^31 slots,
  * and grows at half full, so a shard holds at most 2^30 entries (stored values and markers). */
@@ -284,7 +372,7 @@ MEMO__HIDDEN void memo__shard_clear(struct memo *m, struct memo_shard *s, struct
 static inline struct memo_shard *memo__shard(struct memo *m, unsigned long hash)
 {
     /* High bits pick the shard; ck_hs indexes its slots by the low bits. */
-    return &m->shards[(hash >> 32) & (m->nshards - 1)];
+    return &m->shards[(hash >> 32) & m->shard_mask];
 }
 
 /* wait.c */
@@ -294,9 +382,9 @@ MEMO__HIDDEN void memo__unpublish_waiting(struct memo_thread *t);
 /* Waits until e leaves COMPUTING, or the deadline passes (deadline_ns 0: none; UINT64_MAX:
  * already passed). Returns the state seen, MEMO_EDEADLK or MEMO_ETIMEDOUT. The caller is inside
  * l's read-side section, which a cancellation during the sleep ends. */
-MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_entry *e,
+MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_marker *e,
                              uint64_t deadline_ns);
-MEMO__HIDDEN void memo__wake(struct memo_entry *e);
+MEMO__HIDDEN void memo__wake(struct memo_marker *e);
 MEMO__HIDDEN uint64_t memo__now_ns(void);
 
 /* fork.c */

@@ -2,19 +2,22 @@
  * The public calls: creating and destroying memos, get-or-compute with in-flight markers,
  * lookups, forgetting, statistics, compute results and the decorator's helpers.
  *
- * A key's life in a shard's table:
+ * A key's life in its shard's table (u64 or bytes):
  *
- *   absent --miss, under the shard lock--> marker (COMPUTING, owner's flight)
- *   marker --fn returned 0-->  u64:   the marker itself becomes READY with the value in it
- *                              bytes: the value's entry replaces the marker (ck_hs_set), and the
- *                                     marker becomes READY pointing to it, for its waiters
+ *   absent --miss, under the shard lock--> marker (COMPUTING, owner's flight; a tagged slot)
+ *   marker --fn returned 0, under the lock--> the value's record replaces the marker (ck_hs_set);
+ *                              the marker becomes READY, with the value (u64) or the record
+ *                              (bytes) in it for its waiters, and is retired
  *   marker --fn failed-->      removed, then FAILED(code): waiters take the code
  *   marker --owner died-->     removed, then ABANDONED: waiters retry, one of them computes
  *   marker --forget/clear-->   removed and DETACHED: its owner stores nothing, its waiters still
- *                              get its result, and the owner frees it
+ *                              get its result, and the owner retires it
+ *   record --forget/clear-->   removed and retired (a clear drops a shard's whole store at once)
  *
- * Every removal is followed by an epoch-deferred free, so readers inside a section (hits, waiters,
- * holders of refs) never see freed memory.
+ * DETACHED changes only under the shard lock, and the owner publishes under it: no race decides
+ * who frees a marker. Every removal is followed by an epoch-deferred free, so readers inside a
+ * section (hits, waiters, holders of refs) never see freed memory. A record never changes once
+ * published: a reader that found it returns it, linearized at the moment it read the slot.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,20 +28,20 @@
 #include "hash.h"
 #include "internal.h"
 
-/* What fn stores into: the value's entry, until it is published, hangs from the marker
- * (marker->bytes.final), where the fork handler finds it too. */
+/* What fn stores into: the value's record, until it is published, hangs from the marker
+ * (marker->final), where the fork handler finds it too. */
 struct memo_result {
-    struct memo       *memo;
-    struct memo_entry *marker;  /* the key */
+    struct memo        *memo;
+    struct memo_marker *marker;
 };
 
 /* One computation run by the calling thread: what the cleanup handler needs if it dies. */
 struct memo_flight_run {
     struct memo        *memo;
     struct memo_shard  *shard;
-    struct memo_entry  *marker;
-    struct memo_flight *flight; /* the marker's: read from here, since a stored u64 marker may be
-                                   retired by a concurrent forget as soon as it is READY */
+    ck_hs_t            *table;
+    struct memo_marker *marker;
+    struct memo_flight *flight;
     struct memo_thread *self;
 };
 
@@ -110,22 +113,38 @@ static uint64_t memo__deadline(uint64_t timeout_ns)
     return timeout_ns >= UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + timeout_ns;
 }
 
-static inline void memo__probe_u64(struct memo_probe *p, const struct memo *m, uint64_t key)
+/* A key being asked for: its space, hash, and what ck_hs compares it by. */
+struct memo_key {
+    unsigned         kind;   /* MEMO__KIND_U64 or MEMO__KIND_BYTES */
+    unsigned long    hash;
+    uint64_t         u64;    /* u64: the key (ck_hs's probe points here) */
+    struct memo_probe probe; /* bytes: ck_hs's probe */
+};
+
+static inline void memo__key_u64(struct memo_key *k, const struct memo *m, uint64_t key)
 {
-    p->head.kind = MEMO__KIND_PROBE;
-    p->head.hash = memo__hash_u64(m, key);
-    p->space = MEMO__KIND_U64;
-    p->key_u64 = key;
+    k->kind = MEMO__KIND_U64;
+    k->hash = memo__hash_u64(m, key);
+    k->u64 = key;
 }
 
-static inline void memo__probe_bytes(struct memo_probe *p, const struct memo *m, const void *key,
-                                     size_t key_len)
+static inline void memo__key_bytes(struct memo_key *k, const struct memo *m, const void *key, size_t key_len)
 {
-    p->head.kind = MEMO__KIND_PROBE;
-    p->head.hash = memo__hash_bytes(m, key, key_len);
-    p->space = MEMO__KIND_BYTES;
-    p->key = key;
-    p->key_len = key_len;
+    k->kind = MEMO__KIND_BYTES;
+    k->hash = memo__hash_bytes(m, key, key_len);
+    k->probe.head.a = key_len;
+    k->probe.head.b = MEMO__PROBE_TAG;
+    k->probe.key = key;
+}
+
+static inline const void *memo__key_probe(const struct memo_key *k)
+{
+    return k->kind == MEMO__KIND_U64 ? (const void *)&k->u64 : (const void *)&k->probe;
+}
+
+static inline ck_hs_t *memo__table(struct memo_shard *s, unsigned kind)
+{
+    return kind == MEMO__KIND_U64 ? &s->u64 : &s->bytes;
 }
 
 /* ---- create / destroy ---------------------------------------------------------------------- */
@@ -149,7 +168,10 @@ static void memo__teardown(struct memo *m)
     /* Every pending free, whatever its epoch: nobody uses m any more. */
     for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
         memo__alloc_local = l;
+        memo__batch_seal(l);
         ck_epoch_reclaim(&l->record);
+        if (l->reserve != NULL)
+            memo__mem_free(l, l->reserve, sizeof *l->reserve);
     }
     memo__alloc_local = NULL;
     if (m->shards != NULL)
@@ -200,7 +222,9 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     memset(m, 0, sizeof *m);
     m->id = memo__next_id();
     m->flags = c.flags;
+    m->system_alloc = (c.flags & MEMO_F_SYSTEM_ALLOC) != 0;
     m->nshards = nshards;
+    m->shard_mask = nshards - 1;
     pthread_mutex_init(&m->locals_lock, NULL);
     pthread_mutex_init(&m->spare_lock, NULL);
     ck_epoch_init(&m->epoch);
@@ -224,8 +248,8 @@ void memo_destroy(memo_t *m)
 /* ---- publishing a computation's outcome ---------------------------------------------------- */
 
 /* Sets a marker's final state; wakes sleepers if the old word said there were any. Returns the
- * old word. The release pairs with the acquire loads of waiters (memo__wait, memo__get). */
-static uint32_t memo__settle(struct memo_entry *marker, uint32_t state)
+ * old word. The release pairs with the acquire loads of waiters (memo__wait, memo__get_slow). */
+static uint32_t memo__settle(struct memo_marker *marker, uint32_t state)
 {
     uint32_t old = atomic_load_explicit(&marker->state, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&marker->state, &old,
@@ -237,18 +261,23 @@ static uint32_t memo__settle(struct memo_entry *marker, uint32_t state)
     return old;
 }
 
+/* Whether forget or clear detached k; only meaningful under the shard lock. */
+static inline bool memo__detached(struct memo_marker *k)
+{
+    return (atomic_load_explicit(&k->state, memory_order_relaxed) & MEMO__DETACHED) != 0;
+}
+
 /* fn failed (code != 0) or its owner died (code == 0): out of the table, then settled. */
 static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l, int code)
 {
-    struct memo_entry *e = run->marker;
+    struct memo_marker *e = run->marker;
     pthread_mutex_lock(&run->shard->lock);
     memo__alloc_local = l;
-    /* DETACHED only changes under this lock: if set, forget or clear already removed it. */
-    if (!(atomic_load_explicit(&e->state, memory_order_relaxed) & MEMO__DETACHED))
-        (void)ck_hs_remove(&run->shard->table, e->hash, e);
+    if (!memo__detached(e))
+        (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
     memo__alloc_local = NULL;
     if (code != 0)
-        memo__entry_set_code(e, code);
+        e->code = code;
 #if MEMO_MUTANT == 3 /* M3 no-wake-on-fail: the state changes, sleepers are not woken */
     if (code != 0)
         atomic_store_explicit(&e->state,
@@ -259,11 +288,12 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
     (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     pthread_mutex_unlock(&run->shard->lock);
     memo__flight_pop(run->self, run->flight);
-    if (e->kind == MEMO__KIND_BYTES && e->bytes.final != NULL) {
-        memo__entry_free_now(l, e->bytes.final); /* never published */
-        e->bytes.final = NULL;
+    if (e->final != NULL) {
+        memo__rec_big_free_now(l, e->final); /* never published */
+        e->final = NULL;
     }
-    memo__entry_retire(l, e);
+    memo__marker_retire(l, e);
+    memo__retire_poll(l);
 }
 
 /* Cleanup handler: the computing thread is unwinding (pthread_exit, cancellation, a C++
@@ -281,51 +311,80 @@ static void memo__flight_abandon(void *arg)
     memo__flight_fail(run, l, 0);
 }
 
-static void memo__flight_done_u64(struct memo_flight_run *run, struct memo_local *l, uint64_t value)
+/* Stores fn's result: under the shard lock, the value's record replaces the marker, unless a
+ * forget or clear detached it; then the marker settles READY for its waiters. Returns the
+ * record published (bytes), or NULL if the marker was detached (its waiters still take the
+ * value from the marker). *stored_out says which. A record that cannot be had is MEMO_ENOMEM
+ * for the caller and the waiters (returned through *rc; the marker is left as it was). */
+static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct memo_local *l,
+                                          uint64_t value, bool *stored_out, int *rc)
 {
-    struct memo_entry *e = run->marker;
-#if MEMO_MUTANT == 5 /* M5 ready-before-value: READY is published, then the value written */
-    uint32_t old = memo__settle(e, MEMO__READY);
-    e->u64.value = value;
-#else
-    e->u64.value = value; /* ordered before READY by memo__settle's release */
-    /* Once READY and stored, e belongs to the table: a forget or clear may retire it at once,
-     * and this thread holds no section, so e is not touched again. */
-    uint32_t old = memo__settle(e, MEMO__READY);
-#endif
-    memo__flight_pop(run->self, run->flight);
-    if (old & MEMO__DETACHED)
-        memo__entry_retire(l, e); /* not stored: its waiters have the value */
-    else
-        atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
-}
-
-/* Stores the value's entry in place of the marker and returns it; the caller is inside a section
- * that began before the entry became reachable, so the entry outlives its ref. */
-static struct memo_entry *memo__flight_done_bytes(struct memo_flight_run *run, struct memo_local *l)
-{
-    struct memo_entry *e = run->marker, *final = e->bytes.final;
-    atomic_store_explicit(&final->state, MEMO__READY, memory_order_relaxed);
+    struct memo_marker *e = run->marker;
+    struct memo_rec *rec = NULL;
     bool stored = false;
+    *rc = 0;
     pthread_mutex_lock(&run->shard->lock);
     memo__alloc_local = l;
-    if (!(atomic_load_explicit(&e->state, memory_order_relaxed) & MEMO__DETACHED)) {
+    if (e->kind == MEMO__KIND_U64) {
+        e->value = value; /* ordered before READY by memo__settle's release */
+        if (!memo__detached(e)) {
+            rec = memo__rec_u64_new_locked(l, run->shard, e->key.a, value);
+            if (rec == NULL) {
+                memo__alloc_local = NULL;
+                pthread_mutex_unlock(&run->shard->lock);
+                *rc = MEMO_ENOMEM;
+                return NULL;
+            }
+        }
+    } else if (!memo__detached(e)) {
+        rec = memo__rec_publishable_locked(l, run->shard, e->final);
+        if (rec == NULL) {
+            memo__alloc_local = NULL;
+            pthread_mutex_unlock(&run->shard->lock);
+            *rc = MEMO_ENOMEM;
+            return NULL;
+        }
+        e->final = rec;
+    } else {
+        rec = e->final;
+    }
+    if (!memo__detached(e)) {
         void *previous = NULL;
-        MEMO_ANN_PUBLISH(final);
-        stored = ck_hs_set(&run->shard->table, e->hash, final, &previous);
-        if (!stored) /* cannot happen when replacing: ck_hs_set grows only to insert */
-            (void)ck_hs_remove(&run->shard->table, e->hash, e);
+#if MEMO_MUTANT == 5 /* M5 ready-before-value: the u64 record is published, then its value written */
+        uint64_t written = 0;
+        if (e->kind == MEMO__KIND_U64)
+            written = rec->b, rec->b = 0;
+#endif
+        MEMO_ANN_PUBLISH(rec);
+        /* Replacing the marker's slot: ck_hs_set does not grow, so it cannot fail. */
+        stored = ck_hs_set(run->table, e->hash, rec, &previous);
+#if MEMO_MUTANT == 5
+        if (e->kind == MEMO__KIND_U64) {
+            for (volatile int spin = 0; spin < 1000; spin++)
+                ;
+            rec->b = written;
+        }
+#endif
+        if (!stored) /* cannot happen; keep the table without the marker all the same */
+            (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
     }
     memo__alloc_local = NULL;
     (void)memo__settle(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
-    pthread_mutex_unlock(&run->shard->lock);
-    memo__flight_pop(run->self, run->flight);
     if (stored)
         atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
-    memo__entry_retire(l, e);
-    if (!stored)
-        memo__entry_retire(l, final); /* its waiters and this caller hold sections */
-    return final;
+    else if (e->kind == MEMO__KIND_U64 && rec != NULL)
+        memo__rec_retire(l, run->shard, rec, MEMO__KIND_U64); /* made, never published */
+    pthread_mutex_unlock(&run->shard->lock);
+    memo__flight_pop(run->self, run->flight);
+    if (e->kind == MEMO__KIND_BYTES) {
+        rec = e->final;
+        if (!stored)
+            memo__rec_retire_big(l, rec); /* never published; its waiters hold sections */
+    }
+    memo__marker_retire(l, e); /* e may be freed from here on (this thread holds no section) */
+    memo__retire_poll(l);
+    *stored_out = stored;
+    return rec;
 }
 
 /* ---- get or compute ------------------------------------------------------------------------ */
@@ -334,7 +393,7 @@ struct memo_call {
     struct memo       *memo;
     struct memo_local *local;
     struct memo_shard *shard;
-    struct memo_probe  probe;
+    struct memo_key    key;
     uint64_t           deadline;   /* 0: none */
     memo_fn           *fn;
     memo_fn_u64       *fn_u64;
@@ -343,17 +402,13 @@ struct memo_call {
     uint64_t          *value;      /* u64 */
 };
 
-static void memo__deliver(struct memo_call *c, struct memo_entry *value_entry)
+/* Hands a byte-key record to the caller: the section stays open, the ref pins it until
+ * memo_release. */
+static void memo__deliver_bytes(struct memo_call *c, struct memo_rec *r)
 {
-    if (c->probe.space == MEMO__KIND_U64) {
-        *c->value = value_entry->u64.value;
-        memo__section_end(c->local);
-    } else {
-        /* The section stays open: the ref pins it until memo_release. */
-        c->ref->data = memo__entry_value(value_entry);
-        c->ref->len = value_entry->bytes.value_len;
-        c->ref->memo__local = c->local;
-    }
+    c->ref->data = memo__rec_value(r);
+    c->ref->len = r->b;
+    c->ref->memo__local = c->local;
 }
 
 /* A miss: insert a marker under the shard lock, then run fn outside every lock and section.
@@ -365,12 +420,13 @@ static int memo__compute(struct memo_call *c, bool *again)
     struct memo_local *l = c->local;
     struct memo_shard *s = c->shard;
     struct memo_thread *self = memo__self;
-    unsigned long hash = c->probe.head.hash;
-    struct memo_entry *e;
+    ck_hs_t *table = memo__table(s, c->key.kind);
+    unsigned long hash = c->key.hash;
+    struct memo_marker *e;
 
     pthread_mutex_lock(&s->lock);
 #if MEMO_MUTANT != 1 /* M1 double-compute: no re-check under the shard lock */
-    if (ck_hs_get(&s->table, hash, &c->probe) != NULL) {
+    if (ck_hs_get(table, hash, memo__key_probe(&c->key)) != NULL) {
         pthread_mutex_unlock(&s->lock);
         *again = true;
         return 0;
@@ -379,22 +435,20 @@ static int memo__compute(struct memo_call *c, bool *again)
     (void)again;
 #endif
     memo__alloc_local = l;
-    if (c->probe.space == MEMO__KIND_U64)
-        e = memo__entry_new_u64(l, hash, c->probe.key_u64);
-    else
-        e = memo__entry_new_bytes(l, hash, c->probe.key, c->probe.key_len, 0);
+    memo__table_presize_locked(s, c->key.kind);
+    e = memo__marker_new(l, c->key.kind, hash, c->key.u64, c->key.probe.key, c->key.probe.head.a);
     /* A full shard (memo.h, "Limits") is out of memory like a table that cannot grow. */
-    bool room = ck_hs_count(&s->table) < MEMO__SHARD_ENTRIES_MAX;
+    bool room = ck_hs_count(table) < MEMO__SHARD_ENTRIES_MAX;
     struct memo_flight *f = e != NULL && room ? memo__flight_push(self) : NULL;
     if (f != NULL) {
         e->flight = f;
         e->flight_seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
-        MEMO_ANN_PUBLISH(e);
+        MEMO_ANN_PUBLISH(memo__marker_slot(e));
 #if MEMO_MUTANT == 1 /* ...and the marker replaces whatever the table holds for the key */
         void *replaced = NULL;
-        if (!ck_hs_set(&s->table, hash, e, &replaced)) {
+        if (!ck_hs_set(table, hash, memo__marker_slot(e), &replaced)) {
 #else
-        if (!ck_hs_put_unique(&s->table, hash, e)) {
+        if (!ck_hs_put_unique(table, hash, memo__marker_slot(e))) {
 #endif
 #if MEMO_MUTANT != 9 /* M9 ignore-grow-fail: a failed insert is taken as done */
             memo__flight_pop(self, f);
@@ -407,26 +461,26 @@ static int memo__compute(struct memo_call *c, bool *again)
     memo__section_end(l); /* fn runs outside memo's read-side sections */
     if (f == NULL) {
         if (e != NULL)
-            memo__entry_free_now(l, e);
+            memo__marker_free_now(l, e);
         return MEMO_ENOMEM;
     }
     memo__count(&l->counters.misses);
 
     struct memo_result result = { c->memo, e };
-    struct memo_flight_run run = { c->memo, s, e, f, self };
+    struct memo_flight_run run = { c->memo, s, table, e, f, self };
     uint64_t value = 0;
     int rc;
     pthread_cleanup_push(memo__flight_abandon, &run);
-    if (c->probe.space == MEMO__KIND_U64)
-        rc = c->fn_u64(c->ctx, c->probe.key_u64, &value);
+    if (c->key.kind == MEMO__KIND_U64)
+        rc = c->fn_u64(c->ctx, c->key.u64, &value);
     else
-        rc = c->fn(c->ctx, c->probe.key, c->probe.key_len, &result);
+        rc = c->fn(c->ctx, c->key.probe.key, c->key.probe.head.a, &result);
     pthread_cleanup_pop(0);
 
     /* fn may have made this thread use other memos: the local is still this thread's. */
-    if (rc == 0 && c->probe.space == MEMO__KIND_BYTES && e->bytes.final == NULL) {
-        e->bytes.final = memo__entry_new_bytes(l, hash, c->probe.key, c->probe.key_len, 0);
-        if (e->bytes.final == NULL)
+    if (rc == 0 && c->key.kind == MEMO__KIND_BYTES && e->final == NULL) {
+        e->final = memo__rec_big_new(l, c->key.probe.key, c->key.probe.head.a, 0);
+        if (e->final == NULL)
             rc = MEMO_ENOMEM;
     }
     if (rc != 0) {
@@ -434,106 +488,162 @@ static int memo__compute(struct memo_call *c, bool *again)
         memo__flight_fail(&run, l, rc);
         return rc;
     }
-    if (c->probe.space == MEMO__KIND_U64) {
-        memo__flight_done_u64(&run, l, value);
+    if (c->key.kind == MEMO__KIND_BYTES)
+        ck_epoch_begin(&l->record, NULL); /* before the record can be forgotten and retired */
+    bool stored;
+    struct memo_rec *rec = memo__flight_done(&run, l, value, &stored, &rc);
+    if (rc != 0) { /* no room for the record: the computation fails with MEMO_ENOMEM */
+        memo__count(&l->counters.errors);
+        memo__flight_fail(&run, l, rc);
+        return rc;
+    }
+    if (c->key.kind == MEMO__KIND_U64) {
         *c->value = value;
         return 0;
     }
-    ck_epoch_begin(&l->record, NULL); /* before the value can be forgotten and retired */
-    struct memo_entry *final = memo__flight_done_bytes(&run, l);
-    memo__deliver(c, final);
+    memo__deliver_bytes(c, rec);
     return 0;
 }
 
-/* Everything after a first lookup that did not hit. Called inside a section. */
-static int memo__get_slow(struct memo_call *c, struct memo_entry *e)
+/* Everything after a first lookup that did not hit. Called inside a section; p is what the
+ * table held (NULL, or a marker: a record would have been a hit). */
+static int memo__get_slow(struct memo_call *c, void *p)
 {
     struct memo_thread *self = memo__self;
+    ck_hs_t *table = memo__table(c->shard, c->key.kind);
     for (;;) {
-        if (e == NULL) {
+        if (p == NULL) {
             bool again = false;
             int rc = memo__compute(c, &again);
             if (!again)
                 return rc; /* compute ended the section (a ref's section is a new one) */
+        } else if (!memo__is_marker(p)) {
+            /* A record: stored by a computation that ended meanwhile. */
+            memo__count(&c->local->counters.hits);
+            if (c->key.kind == MEMO__KIND_U64) {
+                *c->value = ((struct memo_rec *)p)->b;
+                memo__section_end(c->local);
+            } else {
+                memo__deliver_bytes(c, p);
+            }
+            return 0;
         } else {
-            MEMO_ANN_GOT(e);
+            struct memo_marker *e = memo__slot_marker(p);
+            MEMO_ANN_GOT(p);
             uint32_t st = atomic_load_explicit(&e->state, memory_order_acquire);
-            switch (st & MEMO__STATE) {
-            case MEMO__READY:
+            if ((st & MEMO__STATE) == MEMO__READY) {
                 if (st & MEMO__DETACHED) {
                     /* Forgotten, or a detached computation's value that was never stored:
-                     * not a hit. Forget and clear detach and unlink under the shard lock,
-                     * so the insert path finds the key free. */
-                    e = NULL;
+                     * not a hit. Forget and clear detach and unlink under the shard lock, so
+                     * the insert path finds the key free. */
+                    p = NULL;
                     continue;
                 }
+                /* Stored just now; its record replaced the marker after this thread read it. */
                 memo__count(&c->local->counters.hits);
-                memo__deliver(c, c->probe.space == MEMO__KIND_BYTES && e->bytes.final != NULL ? e->bytes.final : e);
+                if (c->key.kind == MEMO__KIND_U64) {
+                    *c->value = e->value;
+                    memo__section_end(c->local);
+                } else {
+                    memo__deliver_bytes(c, e->final);
+                }
                 return 0;
-            case MEMO__COMPUTING: {
-                int r = memo__wait(self, c->local, e, c->deadline);
-                if (r == (int)MEMO__READY) {
-                    memo__count(&c->local->counters.waits);
-                    memo__deliver(c, c->probe.space == MEMO__KIND_BYTES ? e->bytes.final : e);
-                    return 0;
-                }
-                if (r == (int)MEMO__FAILED) {
-                    int code = memo__entry_code(e);
-                    memo__count(&c->local->counters.waits);
+            }
+            int r = memo__wait(self, c->local, e, c->deadline);
+            if (r == (int)MEMO__READY) {
+                /* This computation's result, stored or (detached) not: a wait either way. */
+                memo__count(&c->local->counters.waits);
+                if (c->key.kind == MEMO__KIND_U64) {
+                    *c->value = e->value;
                     memo__section_end(c->local);
-                    return code;
+                } else {
+                    memo__deliver_bytes(c, e->final);
                 }
-                if (r < 0) { /* MEMO_EDEADLK, MEMO_ETIMEDOUT */
+                return 0;
+            }
+            if (r == (int)MEMO__FAILED) {
+                int code = (int)e->code;
+                memo__count(&c->local->counters.waits);
+                memo__section_end(c->local);
+                return code;
+            }
+            if (r < 0) { /* MEMO_EDEADLK, MEMO_ETIMEDOUT */
 #if MEMO_MUTANT == 8 /* M8 timeout-removes: a timed-out waiter takes the marker out, as forget does */
-                    if (r == MEMO_ETIMEDOUT) {
-                        pthread_mutex_lock(&c->shard->lock);
-                        if ((atomic_fetch_or(&e->state, MEMO__DETACHED) & MEMO__DETACHED) == 0) {
-                            memo__alloc_local = c->local;
-                            (void)ck_hs_remove(&c->shard->table, e->hash, e);
-                            memo__alloc_local = NULL;
-                        }
-                        pthread_mutex_unlock(&c->shard->lock);
+                if (r == MEMO_ETIMEDOUT) {
+                    pthread_mutex_lock(&c->shard->lock);
+                    if ((atomic_fetch_or(&e->state, MEMO__DETACHED) & MEMO__DETACHED) == 0) {
+                        memo__alloc_local = c->local;
+                        (void)ck_hs_remove(table, e->hash, memo__marker_slot(e));
+                        memo__alloc_local = NULL;
                     }
-#endif
-                    memo__section_end(c->local);
-                    return r;
+                    pthread_mutex_unlock(&c->shard->lock);
                 }
-                break; /* ABANDONED: look again; one of the waiters computes afresh */
+#endif
+                memo__section_end(c->local);
+                return r;
             }
-            default:
-                break; /* FAILED or ABANDONED: already out of the table; look again */
-            }
+            /* ABANDONED: look again; one of the waiters computes afresh. (A marker found
+             * READY|DETACHED, or already READY and replaced, is looked up again too.) */
         }
-        e = ck_hs_get(&c->shard->table, c->probe.head.hash, &c->probe);
+        p = ck_hs_get(table, c->key.hash, memo__key_probe(&c->key));
+        MEMO_ANN_GOT(p);
     }
 }
 
-/* The hit path: no lock, no shared write, no system call. */
+/* A u64 call past the hit path: m and the arguments are checked, l is the caller's local (NULL:
+ * not made yet), and no section is open. Kept out of line, so that the hit path keeps few
+ * values live across ck_hs_get. */
+__attribute__((noinline)) static int memo__get_u64_slow(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx,
+                                                        uint64_t deadline, uint64_t *value)
+{
+    if (m == NULL || fn == NULL || value == NULL)
+        return MEMO_EINVAL;
+    struct memo_local *l = memo__local(m);
+    if (l == NULL)
+        return MEMO_ENOMEM;
+    unsigned long hash = memo__hash_u64(m, key);
+    struct memo_shard *s = memo__shard(m, hash);
+    ck_epoch_begin(&l->record, NULL);
+    void *p = ck_hs_get(&s->u64, hash, &key);
+    MEMO_ANN_GOT(p);
+    struct memo_call c = { m, l, s, { MEMO__KIND_U64, hash, key, { { 0, 0 }, NULL } }, deadline, NULL, fn, ctx, NULL, value };
+    return memo__get_slow(&c, p);
+}
+
+/* The hit path: no lock, no shared write, no system call; a record is read and nothing else.
+ * The arguments sit in a struct whose address ck_hs_get sees (through the key), so they are read
+ * back from the stack after the call instead of occupying saved registers; anything but a hit
+ * goes to memo__get_u64_slow, which starts over. */
 static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx,
                                 uint64_t deadline, uint64_t *value)
 {
-    if (memo__unlikely(m == NULL || fn == NULL || value == NULL))
-        return MEMO_EINVAL;
-    struct memo_local *l = memo__local(m);
-    if (memo__unlikely(l == NULL))
-        return MEMO_ENOMEM;
-    struct memo_probe p;
-    memo__probe_u64(&p, m, key);
-    struct memo_shard *s = memo__shard(m, p.head.hash);
-    ck_epoch_begin(&l->record, NULL);
-    struct memo_entry *e = ck_hs_get(&s->table, p.head.hash, &p);
-    if (memo__likely(e != NULL)) {
-        MEMO_ANN_GOT(e);
-        /* Acquire: pairs with memo__settle's release, so the value is the one stored. */
-        if (memo__likely(memo__stored(atomic_load_explicit(&e->state, memory_order_acquire)))) {
-            *value = e->u64.value;
+    struct {
+        uint64_t           key;
+        struct memo_local *l;
+        uint64_t          *value;
+        memo_t            *m;
+        memo_fn_u64       *fn;
+        void              *ctx;
+    } a;
+    a.key = key, a.value = value, a.m = m, a.fn = fn, a.ctx = ctx; /* a.l: set on the hit path */
+    struct memo_thread *t = memo__self;
+    if (memo__likely(m != NULL && fn != NULL && value != NULL &&
+                     atomic_load_explicit(&t->cache_memo, memory_order_relaxed) == m)) {
+        a.l = t->cache_local;
+        unsigned long hash = memo__hash_u64(m, key);
+        ck_epoch_begin(&a.l->record, NULL);
+        void *p = ck_hs_get(&memo__shard(m, hash)->u64, hash, &a.key);
+        struct memo_local *l = a.l; /* read back once: the store to *value below may alias a */
+        if (memo__likely(p != NULL && !memo__is_marker(p))) {
+            MEMO_ANN_GOT(p);
+            *a.value = ((const struct memo_rec *)p)->b;
             memo__section_end(l);
             memo__count(&l->counters.hits);
             return 0;
         }
+        memo__section_end(l);
     }
-    struct memo_call c = { m, l, s, p, deadline, NULL, fn, ctx, NULL, value };
-    return memo__get_slow(&c, e);
+    return memo__get_u64_slow(a.m, a.key, a.fn, a.ctx, deadline, a.value);
 }
 
 int memo_get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t *value)
@@ -547,31 +657,64 @@ int memo_get_u64_timed(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint
     return memo__get_u64(m, key, fn, ctx, memo__deadline(timeout_ns), value);
 }
 
-static int memo__get_bytes(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *ctx,
-                           uint64_t deadline, memo_ref_t *ref)
+/* A byte-key call past the hit path: no section is open, *ref is empty; starts over. */
+__attribute__((noinline)) static int memo__get_bytes_slow(memo_t *m, const void *key, size_t key_len, memo_fn *fn,
+                                                          void *ctx, uint64_t deadline, memo_ref_t *ref)
 {
-    if (ref != NULL)
-        memset(ref, 0, sizeof *ref);
     if (m == NULL || fn == NULL || ref == NULL || (key == NULL && key_len != 0))
         return MEMO_EINVAL;
     struct memo_local *l = memo__local(m);
     if (l == NULL)
         return MEMO_ENOMEM;
-    struct memo_call c = { m, l, NULL, { .space = 0 }, deadline, fn, NULL, ctx, ref, NULL };
-    memo__probe_bytes(&c.probe, m, key, key_len);
-    c.shard = memo__shard(m, c.probe.head.hash);
-    ck_epoch_begin(&c.local->record, NULL);
-    struct memo_entry *e = ck_hs_get(&c.shard->table, c.probe.head.hash, &c.probe);
-    if (memo__likely(e != NULL)) {
-        MEMO_ANN_GOT(e);
-        if (memo__stored(atomic_load_explicit(&e->state, memory_order_acquire)) &&
-            e->bytes.final == NULL) {
-            memo__count(&c.local->counters.hits);
-            memo__deliver(&c, e);
+    struct memo_call c = { .memo = m, .local = l, .deadline = deadline, .fn = fn, .ctx = ctx, .ref = ref };
+    memo__key_bytes(&c.key, m, key, key_len);
+    c.shard = memo__shard(m, c.key.hash);
+    ck_epoch_begin(&l->record, NULL);
+    void *p = ck_hs_get(&c.shard->bytes, c.key.hash, &c.key.probe);
+    MEMO_ANN_GOT(p);
+    return memo__get_slow(&c, p);
+}
+
+/* The byte-key hit path, shaped like memo__get_u64's: the probe and the arguments in one struct
+ * that ck_hs_get sees, anything but a hit to memo__get_bytes_slow. */
+static inline int memo__get_bytes(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *ctx,
+                                  uint64_t deadline, memo_ref_t *ref)
+{
+    struct {
+        struct memo_probe  probe;
+        struct memo_local *l;
+        memo_ref_t        *ref;
+        memo_t            *m;
+        memo_fn           *fn;
+        void              *ctx;
+    } a;
+    a.probe.head.a = key_len, a.probe.head.b = MEMO__PROBE_TAG, a.probe.key = key;
+    a.ref = ref, a.m = m, a.fn = fn, a.ctx = ctx;
+    struct memo_thread *t = memo__self;
+    if (memo__likely(m != NULL && fn != NULL && ref != NULL && (key != NULL || key_len == 0) &&
+                     atomic_load_explicit(&t->cache_memo, memory_order_relaxed) == m)) {
+        a.l = t->cache_local;
+        unsigned long hash = memo__hash_bytes(m, key, key_len);
+        ck_epoch_begin(&a.l->record, NULL);
+        void *p = ck_hs_get(&memo__shard(m, hash)->bytes, hash, &a.probe);
+        struct memo_local *l = a.l;
+        memo_ref_t *r = a.ref;
+        if (memo__likely(p != NULL && !memo__is_marker(p))) {
+            MEMO_ANN_GOT(p);
+            struct memo_rec *rec = p;
+            memo__count(&l->counters.hits);
+            /* The section stays open: the ref pins it until memo_release. */
+            r->data = memo__rec_value(rec);
+            r->len = rec->b;
+            r->memo__local = l;
+            r->memo__pad = 0;
             return 0;
         }
+        memo__section_end(l);
     }
-    return memo__get_slow(&c, e);
+    if (a.ref != NULL)
+        memset(a.ref, 0, sizeof *a.ref);
+    return memo__get_bytes_slow(a.m, a.probe.key, a.probe.head.a, a.fn, a.ctx, deadline, a.ref);
 }
 
 int memo_get(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *ctx, memo_ref_t *ref)
@@ -590,13 +733,16 @@ void memo_release(memo_ref_t *ref)
     if (ref == NULL || ref->memo__local == NULL)
         return;
     struct memo_local *l = ref->memo__local;
+    ref->memo__local = NULL;
+    ref->data = NULL;
+    ref->len = 0;
     /* A ref released after its thread's state for the memo was parked (a thread-key destructor
      * that runs after the last round of memo's own, memo.h): parking ended its section already,
      * and the local may be another thread's by now. */
-    if (memo__likely(l->is_spare ||
-                     (memo__self != NULL && atomic_load_explicit(&l->thread, memory_order_relaxed) == memo__self)))
-        memo__lookup_end(l);
-    memset(ref, 0, sizeof *ref);
+    if (memo__likely(atomic_load_explicit(&l->thread, memory_order_relaxed) == memo__self))
+        memo__section_end(l);
+    else if (l->is_spare)
+        memo__spare_end(l->memo);
 }
 
 /* ---- lookups and forgetting ---------------------------------------------------------------- */
@@ -607,22 +753,18 @@ int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref)
         memset(ref, 0, sizeof *ref);
     if (m == NULL || ref == NULL || (key == NULL && key_len != 0))
         return MEMO_EINVAL;
-    struct memo_probe p;
-    memo__probe_bytes(&p, m, key, key_len);
+    struct memo_key k;
+    memo__key_bytes(&k, m, key, key_len);
     struct memo_local *l = memo__lookup_begin(m);
-    struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
-    if (e != NULL) {
-        MEMO_ANN_GOT(e);
-        if (memo__stored(atomic_load_explicit(&e->state, memory_order_acquire))) {
-            /* A marker that has just become READY is still found until replaced: its value
-             * is the entry it points to (written before READY). */
-            struct memo_entry *v = e->bytes.final != NULL ? e->bytes.final : e;
-            memo__count_hit(l);
-            ref->data = memo__entry_value(v);
-            ref->len = v->bytes.value_len;
-            ref->memo__local = l;
-            return 0;
-        }
+    void *p = ck_hs_get(&memo__shard(m, k.hash)->bytes, k.hash, &k.probe);
+    if (p != NULL && !memo__is_marker(p)) {
+        MEMO_ANN_GOT(p);
+        struct memo_rec *r = p;
+        memo__count_hit(l);
+        ref->data = memo__rec_value(r);
+        ref->len = r->b;
+        ref->memo__local = l;
+        return 0;
     }
     memo__lookup_end(l);
     return MEMO_ENOENT;
@@ -632,18 +774,15 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
 {
     if (m == NULL || value == NULL)
         return MEMO_EINVAL;
-    struct memo_probe p;
-    memo__probe_u64(&p, m, key);
+    unsigned long hash = memo__hash_u64(m, key);
     int rc = MEMO_ENOENT;
     struct memo_local *l = memo__lookup_begin(m);
-    struct memo_entry *e = ck_hs_get(&memo__shard(m, p.head.hash)->table, p.head.hash, &p);
-    if (e != NULL) {
-        MEMO_ANN_GOT(e);
-        if (memo__stored(atomic_load_explicit(&e->state, memory_order_acquire))) {
-            *value = e->u64.value;
-            memo__count_hit(l);
-            rc = 0;
-        }
+    void *p = ck_hs_get(&memo__shard(m, hash)->u64, hash, &key);
+    if (p != NULL && !memo__is_marker(p)) {
+        MEMO_ANN_GOT(p);
+        *value = ((const struct memo_rec *)p)->b;
+        memo__count_hit(l);
+        rc = 0;
     }
     memo__lookup_end(l);
     return rc;
@@ -668,32 +807,27 @@ static void memo__spare_put(struct memo *m, struct memo_local *l)
         pthread_mutex_unlock(&m->spare_lock);
 }
 
-/* Removes the key's entry. A stored value is retired (0); an in-flight marker is detached, so its
+/* Removes the key's slot. A stored record is retired (0); an in-flight marker is detached, so its
  * computation stores nothing and no later call waits on it (MEMO_ENOENT: nothing was stored). */
-static int memo__forget(struct memo *m, struct memo_probe *p)
+static int memo__forget(struct memo *m, struct memo_key *k)
 {
     struct memo_local *l = memo__local_or_spare(m);
-    struct memo_shard *s = memo__shard(m, p->head.hash);
+    struct memo_shard *s = memo__shard(m, k->hash);
     int rc = MEMO_ENOENT;
     pthread_mutex_lock(&s->lock);
     memo__alloc_local = l;
-    struct memo_entry *e = ck_hs_remove(&s->table, p->head.hash, p);
-    memo__alloc_local = NULL;
-    if (e != NULL) {
-        /* Unlinked first, detached last: see memo__shard_clear. The old word decides who frees
-         * a u64 marker, and once DETACHED is set its owner may free it at any time (this thread
-         * holds no read-side section): nothing here may touch it after the fetch_or. */
-        uint32_t old = atomic_fetch_or_explicit(&e->state, MEMO__DETACHED, memory_order_acq_rel);
-        if ((old & MEMO__STATE) != MEMO__COMPUTING) {
-            atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
-            rc = 0;
-        } else {
-            e = NULL; /* the owner's */
-        }
+    void *p = ck_hs_remove(memo__table(s, k->kind), k->hash, memo__key_probe(k));
+    if (p != NULL && memo__is_marker(p)) {
+        /* Under the lock, which the owner takes to publish: it will see DETACHED. */
+        atomic_fetch_or_explicit(&memo__slot_marker(p)->state, MEMO__DETACHED, memory_order_relaxed);
+    } else if (p != NULL) {
+        atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
+        memo__rec_retire(l, s, p, k->kind);
+        rc = 0;
     }
+    memo__alloc_local = NULL;
     pthread_mutex_unlock(&s->lock);
-    if (e != NULL)
-        memo__entry_retire(l, e);
+    memo__retire_poll(l);
     memo__spare_put(m, l);
     return rc;
 }
@@ -702,18 +836,18 @@ int memo_forget(memo_t *m, const void *key, size_t key_len)
 {
     if (m == NULL || (key == NULL && key_len != 0))
         return MEMO_EINVAL;
-    struct memo_probe p;
-    memo__probe_bytes(&p, m, key, key_len);
-    return memo__forget(m, &p);
+    struct memo_key k;
+    memo__key_bytes(&k, m, key, key_len);
+    return memo__forget(m, &k);
 }
 
 int memo_forget_u64(memo_t *m, uint64_t key)
 {
     if (m == NULL)
         return MEMO_EINVAL;
-    struct memo_probe p;
-    memo__probe_u64(&p, m, key);
-    return memo__forget(m, &p);
+    struct memo_key k;
+    memo__key_u64(&k, m, key);
+    return memo__forget(m, &k);
 }
 
 void memo_clear(memo_t *m)
@@ -754,25 +888,25 @@ void memo_stats(memo_t *m, memo_stats_t *out)
 
 /* ---- compute results ----------------------------------------------------------------------- */
 
-/* Makes the room for a new value of len bytes, fills it from src if given, then puts it in place
- * of the value made before, which is freed only now: src may point into it (memo_result_set from
- * memo_result_alloc's own room). */
+/* Makes the record for a new value of len bytes, fills it from src if given, then puts it in
+ * place of the one made before, which is freed only now: src may point into it (memo_result_set
+ * from memo_result_alloc's own room). */
 static void *memo__result_replace(memo_result_t *out, size_t len, const void *src)
 {
     struct memo_local *l = memo__local(out->memo);
     if (l == NULL)
         return NULL;
-    struct memo_entry *k = out->marker;
-    struct memo_entry *e = memo__entry_new_bytes(l, k->hash, memo__entry_key(k), k->bytes.key_len, len);
-    if (e == NULL)
+    struct memo_marker *k = out->marker;
+    struct memo_rec *r = memo__rec_big_new(l, memo__rec_key(&k->key), k->key.a, len);
+    if (r == NULL)
         return NULL;
     if (len != 0 && src != NULL)
-        memcpy(memo__entry_value(e), src, len);
-    struct memo_entry *old = k->bytes.final;
-    k->bytes.final = e;
+        memcpy(memo__rec_value(r), src, len);
+    struct memo_rec *old = k->final;
+    k->final = r;
     if (old != NULL)
-        memo__entry_free_now(l, old); /* never published */
-    return memo__entry_value(e);
+        memo__rec_big_free_now(l, old); /* never published */
+    return memo__rec_value(r);
 }
 
 void *memo_result_alloc(memo_result_t *out, size_t len)

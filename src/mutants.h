@@ -10,14 +10,14 @@
  * M1  double-compute      test_once        a miss inserts its marker without re-checking under the
  *                                          shard lock, replacing any marker there: two threads
  *                                          compute one key (memo.c)
- * M2  free-now            test_forget      a retired entry is freed at once, not after the epoch's
+ * M2  free-now            test_forget      a retired record is freed at once, not after the epoch's
  *                                          grace period: refs read reused memory (entry.c)
  * M3  no-wake-on-fail     test_fail        fn failed: the state changes but sleepers are not woken
  *                                          (memo.c)
  * M4  no-death-cleanup    test_death       the cleanup handler of a dying computing thread does
  *                                          nothing: its waiters sleep forever (memo.c)
- * M5  ready-before-value  test_publish     a u64 marker becomes READY before its value is written
- *                                          (memo.c)
+ * M5  ready-before-value  test_publish     a u64 record is published in the table before its value
+ *                                          is written (memo.c)
  * M6  no-atfork           test_fork        no atfork handlers: the child inherits held locks and
  *                                          markers whose owners do not exist there (fork.c)
  * M7  no-cycle-check      test_deadlock    waiting skips the deadlock walk: recursion on a key in

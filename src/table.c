@@ -9,6 +9,22 @@
 #include "internal.h"
 
 #define MEMO__HS_MODE (CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC | CK_HS_MODE_DELETE)
+#define MEMO__HS_MIN  16 /* slots of an empty table */
+
+static bool memo__tables_init(struct memo *m, struct memo_shard *s)
+{
+    /* The seed that ck_hs hands back to the hash callback is the memo: records do not keep
+     * their hash, it is computed again (with the memo's secret) when a table grows. */
+    if (!ck_hs_init(&s->u64, MEMO__HS_MODE, memo__hs_hash_u64, memo__hs_compare_u64, &m->table_alloc,
+                    MEMO__HS_MIN, (unsigned long)m))
+        return false;
+    if (!ck_hs_init(&s->bytes, MEMO__HS_MODE, memo__hs_hash_bytes, memo__hs_compare_bytes, &m->table_alloc,
+                    MEMO__HS_MIN, (unsigned long)m)) {
+        ck_hs_destroy(&s->u64);
+        return false;
+    }
+    return true;
+}
 
 int memo__shards_init(struct memo *m, size_t expected_entries)
 {
@@ -16,17 +32,18 @@ int memo__shards_init(struct memo *m, size_t expected_entries)
     if (l == NULL)
         return MEMO_ENOMEM;
     m->shards = MEMO__TEST_ALLOC_FAILS(false) ? NULL :
-        aligned_alloc(MEMO__CACHELINE, sizeof(struct memo_shard) * m->nshards);
+        aligned_alloc(alignof(struct memo_shard), sizeof(struct memo_shard) * m->nshards);
     if (m->shards == NULL)
         return MEMO_ENOMEM;
     /* ck_hs grows at half full: room for twice the expected share keeps a presized memo from
      * rehashing under its shard locks. Up to MEMO__PRESIZE_MAX entries in all (memo_create has
      * refused a hint past what the shards can hold): past that, zeroing slot arrays for entries
      * that may never come costs more than growing does (2^30 entries on one shard would zero
-     * 16 GiB up front), and the tables grow as entries come. */
+     * 16 GiB up front), and the tables grow as entries come. A table is presized when its key
+     * space is first used, so that a memo of u64 keys holds no empty byte-key table of that
+     * size, and the other way round. */
     size_t presize = expected_entries < MEMO__PRESIZE_MAX ? expected_entries : MEMO__PRESIZE_MAX;
     unsigned long per_shard = presize / m->nshards * 2;
-    per_shard = per_shard < 16 ? 16 : per_shard;
     memo__table_alloc_init(&m->table_alloc);
     memo__alloc_local = l;
     unsigned i;
@@ -40,15 +57,17 @@ int memo__shards_init(struct memo *m, size_t expected_entries)
         pthread_mutex_init(&s->lock, &attr);
         pthread_mutexattr_destroy(&attr);
         atomic_init(&s->entries, 0);
-        if (!ck_hs_init(&s->table, MEMO__HS_MODE, memo__hs_hash, memo__hs_compare, &m->table_alloc,
-                        per_shard, (unsigned long)m->seed)) {
+        s->store = NULL;
+        s->presize[0] = s->presize[1] = per_shard > MEMO__HS_MIN ? per_shard : 0;
+        if (!memo__tables_init(m, s)) {
             pthread_mutex_destroy(&s->lock);
             break;
         }
     }
     if (i < m->nshards) {
         while (i-- > 0) {
-            ck_hs_destroy(&m->shards[i].table);
+            ck_hs_destroy(&m->shards[i].u64);
+            ck_hs_destroy(&m->shards[i].bytes);
             pthread_mutex_destroy(&m->shards[i].lock);
         }
         memo__alloc_local = NULL;
@@ -60,17 +79,40 @@ int memo__shards_init(struct memo *m, size_t expected_entries)
     return 0;
 }
 
-/* memo_destroy: nobody uses m any more. Frees every entry of every table, then the tables. */
+/* Before the first insert into a key space of s, under its lock: the presize that
+ * expected_entries asked for. A failure leaves the table to grow as it fills. */
+void memo__table_presize_locked(struct memo_shard *s, unsigned kind)
+{
+    unsigned long *want = &s->presize[kind == MEMO__KIND_U64 ? 0 : 1];
+    if (memo__likely(*want == 0))
+        return;
+    (void)ck_hs_grow(kind == MEMO__KIND_U64 ? &s->u64 : &s->bytes, *want);
+    *want = 0;
+}
+
+/* The big records in a table (a store's records go with their store). */
+static void memo__free_big_records(struct memo *m, ck_hs_t *table, unsigned kind, struct memo_local *l)
+{
+    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+    void *obj;
+    while (ck_hs_next(table, &it, &obj))
+        if (!memo__is_marker(obj) && memo__rec_is_big(m, obj, kind))
+            memo__rec_big_free_now(l, obj);
+}
+
+/* memo_destroy: nobody uses m any more, and every pending free has run. Frees every record, the
+ * stores, then the tables. */
 void memo__shards_destroy(struct memo *m, struct memo_local *l)
 {
     memo__alloc_local = l;
     for (unsigned i = 0; i < m->nshards; i++) {
         struct memo_shard *s = &m->shards[i];
-        ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
-        void *obj;
-        while (ck_hs_next(&s->table, &it, &obj))
-            memo__entry_free_now(l, obj);
-        ck_hs_destroy(&s->table);
+        memo__free_big_records(m, &s->u64, MEMO__KIND_U64, l);
+        memo__free_big_records(m, &s->bytes, MEMO__KIND_BYTES, l);
+        if (s->store != NULL)
+            memo__store_free(l, s->store);
+        ck_hs_destroy(&s->u64);
+        ck_hs_destroy(&s->bytes);
         pthread_mutex_destroy(&s->lock);
     }
     memo__alloc_local = NULL;
@@ -79,55 +121,57 @@ void memo__shards_destroy(struct memo *m, struct memo_local *l)
 }
 
 /*
- * Empties one shard. Every entry is unlinked first (the whole table reset at once, or one by one
- * if a fresh slot array cannot be had), then marked DETACHED: stored entries are retired through
- * the epoch; in-flight markers are left to their owners, who will not store and free them
- * themselves. Entries are chained through their retire links between the steps, so clearing
- * allocates nothing.
- *
- * The order matters. The owner of a u64 marker publishes without the lock, by a CAS on the state
- * word, so the fetch_or's old value decides who frees: a marker seen still COMPUTING is the
- * owner's, anything already READY is ours. Once DETACHED is set the owner may free its marker at
- * once (this thread holds no read-side section to hold the free back), so nothing may read a
- * marker after the fetch_or: not ck_hs's compare during a removal, not the chain link.
+ * Empties one key space of a shard, under its lock: in-flight markers are detached (their owners
+ * store nothing, and retire them) and big records are retired one by one; the caller drops the
+ * shard's store, and with it every other record. Returns the number of stored values removed.
+ * The table is replaced by an empty one in one step (the old slot array is freed after a grace
+ * period); if a fresh slot array cannot be had, every slot is removed instead.
+ */
+static int64_t memo__table_clear_locked(struct memo *m, struct memo_shard *s, unsigned kind,
+                                        struct memo_local *l)
+{
+    ck_hs_t *table = kind == MEMO__KIND_U64 ? &s->u64 : &s->bytes;
+    int64_t stored = 0;
+    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+    void *obj;
+    while (ck_hs_next(table, &it, &obj)) {
+        if (memo__is_marker(obj)) {
+            atomic_fetch_or_explicit(&memo__slot_marker(obj)->state, MEMO__DETACHED, memory_order_relaxed);
+            continue;
+        }
+        stored++;
+        if (memo__rec_is_big(m, obj, kind))
+            memo__rec_retire(l, s, obj, kind);
+    }
+    if (!ck_hs_reset_size(table, MEMO__HS_MIN)) {
+        /* Removal leaves a tombstone in place and moves nothing: one pass sees every slot. */
+        it = (ck_hs_iterator_t)CK_HS_ITERATOR_INITIALIZER;
+        while (ck_hs_next(table, &it, &obj)) {
+            unsigned long h = kind == MEMO__KIND_U64 ? memo__hs_hash_u64(obj, (unsigned long)m)
+                                                     : memo__hs_hash_bytes(obj, (unsigned long)m);
+            (void)ck_hs_remove(table, h, obj);
+        }
+    }
+    return stored;
+}
+
+/*
+ * Empties one shard in one step: both tables are swapped for empty ones and the shard's store is
+ * let go (the next record makes a new one), so that the old slot arrays and every record in the
+ * old store are dropped whole once no reader can see them, instead of key by key. Big records
+ * are retired one by one. In-flight markers are detached, as a forget does. Allocates nothing.
  */
 void memo__shard_clear(struct memo *m, struct memo_shard *s, struct memo_local *l)
 {
-    (void)m;
-    ck_stack_entry_t *unlinked = NULL, *chain = NULL;
-    int64_t stored = 0;
     pthread_mutex_lock(&s->lock);
     memo__alloc_local = l;
-    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
-    void *obj;
-    while (ck_hs_next(&s->table, &it, &obj)) {
-        struct memo_entry *e = obj;
-        e->retire.stack_entry.next = unlinked;
-        unlinked = &e->retire.stack_entry;
-    }
-    if (!ck_hs_reset(&s->table)) {
-        for (ck_stack_entry_t *c = unlinked; c != NULL; c = c->next) {
-            struct memo_entry *e = (struct memo_entry *)((char *)c - offsetof(struct memo_entry, retire.stack_entry));
-            (void)ck_hs_remove(&s->table, e->hash, e);
-        }
-    }
-    memo__alloc_local = NULL;
-    while (unlinked != NULL) {
-        ck_stack_entry_t *next = unlinked->next; /* read before the marker may be freed */
-        struct memo_entry *e = (struct memo_entry *)((char *)unlinked - offsetof(struct memo_entry, retire.stack_entry));
-        uint32_t old = atomic_fetch_or_explicit(&e->state, MEMO__DETACHED, memory_order_acq_rel);
-        if ((old & MEMO__STATE) != MEMO__COMPUTING) {
-            e->retire.stack_entry.next = chain;
-            chain = &e->retire.stack_entry;
-            stored++;
-        }
-        unlinked = next;
-    }
+    int64_t stored = memo__table_clear_locked(m, s, MEMO__KIND_U64, l) +
+                     memo__table_clear_locked(m, s, MEMO__KIND_BYTES, l);
+    struct memo_store *old = s->store;
+    s->store = NULL;
     atomic_fetch_sub_explicit(&s->entries, stored, memory_order_relaxed);
+    memo__alloc_local = NULL;
     pthread_mutex_unlock(&s->lock);
-    while (chain != NULL) {
-        ck_stack_entry_t *next = chain->next;
-        memo__entry_retire(l, (struct memo_entry *)((char *)chain - offsetof(struct memo_entry, retire.stack_entry)));
-        chain = next;
-    }
+    if (old != NULL)
+        memo__store_retire(l, old);
 }

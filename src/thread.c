@@ -11,7 +11,10 @@
 
 #include "internal.h"
 
-__attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self;
+/* Before its first call and after it exits, a thread's memo__self is memo__nobody: a thread
+ * struct that is never used, whose cache matches no memo. The hit path then needs no NULL test. */
+struct memo_thread memo__nobody;
+__attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self = &memo__nobody;
 
 static pthread_mutex_t memo__registry = PTHREAD_MUTEX_INITIALIZER;
 static struct memo *memo__live;               /* live memos, under the registry lock */
@@ -69,6 +72,11 @@ void memo__registry_remove_locals(struct memo *m)
             atomic_store_explicit(&t->slots[l->slot].id, 0, memory_order_relaxed);
             t->slots[l->slot].local = NULL;
             atomic_store_explicit(&l->thread, NULL, memory_order_relaxed);
+            /* t is not using m (memo_destroy's contract); if its last call was on m, its cache
+             * must not match a later memo made at m's address. */
+            struct memo *cached = m;
+            atomic_compare_exchange_strong_explicit(&t->cache_memo, &cached, NULL, memory_order_relaxed,
+                                                    memory_order_relaxed);
         }
     }
     memo__registry_unlock();
@@ -156,9 +164,8 @@ static void memo__local_park(struct memo_local *l)
 /* Puts t, whose thread has exited, into the pool; the caller holds the registry lock. */
 static void memo__thread_pool_put(struct memo_thread *t)
 {
-    t->cache_memo = NULL;
+    atomic_store_explicit(&t->cache_memo, NULL, memory_order_relaxed);
     t->cache_local = NULL;
-    t->cache_id = 0;
     t->exit_rounds = 0;
     t->pooled = true;
     /* Other threads may still read t's flight slots and waiting fields (stale pointers in
@@ -234,7 +241,7 @@ static void memo__thread_exit(void *arg)
     }
     memo__thread_pool_put(t);
     memo__registry_unlock();
-    memo__self = NULL;
+    memo__self = &memo__nobody;
 }
 
 static void memo__thread_key_create(void)
@@ -321,14 +328,13 @@ int memo__spare_init(struct memo *m)
 struct memo_local *memo__local_slow(struct memo *m)
 {
     struct memo_thread *t = memo__self;
-    if (t == NULL && (t = memo__thread_new()) == NULL)
+    if (t == &memo__nobody && (t = memo__thread_new()) == NULL)
         return NULL;
     uint64_t id = m->id;
     for (unsigned i = 0; i < t->nslots; i++) {
         if (atomic_load_explicit(&t->slots[i].id, memory_order_acquire) == id) {
-            t->cache_memo = m;
-            t->cache_id = id;
             t->cache_local = t->slots[i].local;
+            atomic_store_explicit(&t->cache_memo, m, memory_order_relaxed);
             return t->cache_local;
         }
     }
@@ -367,9 +373,8 @@ struct memo_local *memo__local_slow(struct memo *m)
     if (l != NULL) {
         t->slots[slot].local = l;
         atomic_store_explicit(&t->slots[slot].id, id, memory_order_release);
-        t->cache_memo = m;
-        t->cache_id = id;
         t->cache_local = l;
+        atomic_store_explicit(&t->cache_memo, m, memory_order_relaxed);
     }
     memo__registry_unlock();
     return l;

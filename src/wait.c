@@ -42,7 +42,7 @@ uint64_t memo__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void memo__wake(struct memo_entry *e)
+void memo__wake(struct memo_marker *e)
 {
     (void)syscall(SYS_futex, (uint32_t *)&e->state, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 }
@@ -134,7 +134,7 @@ static void memo__sleep(struct memo_wait_cancel *w, _Atomic uint32_t *word, uint
     pthread_cleanup_pop(0);
 }
 
-int memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_entry *e,
+int memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_marker *e,
                uint64_t deadline_ns)
 {
     struct memo_wait_cancel cancel = { self, l };
