@@ -23,18 +23,29 @@ _Static_assert(offsetof(struct memo_marker, key) % 8 == 0, "a marker's slot has 
 
 /* ---- markers ------------------------------------------------------------------------------- */
 
+/* u64 markers (all of one size) that a local keeps for reuse once their grace period is over:
+ * a miss then costs no malloc and no free. Not with MEMO_F_SYSTEM_ALLOC, whose byte counts come
+ * back exactly and whose every block a sanitizer sees freed. */
+#define MEMO__MARKERS_KEPT 64
+
 struct memo_marker *memo__marker_new(struct memo_local *l, unsigned kind, unsigned long hash,
                                      uint64_t key_u64, const void *key, size_t key_len)
 {
     size_t size = sizeof(struct memo_marker);
-    if (kind == MEMO__KIND_BYTES) {
-        if (key_len > SIZE_MAX - size)
+    struct memo_marker *k;
+    if (kind == MEMO__KIND_U64 && l->markers != NULL) {
+        k = l->markers;
+        l->markers = *(struct memo_marker **)k;
+        l->nmarkers--;
+    } else {
+        if (kind == MEMO__KIND_BYTES) {
+            if (key_len > SIZE_MAX - size)
+                return NULL;
+            size += key_len;
+        }
+        if ((k = memo__mem_alloc(l, size)) == NULL)
             return NULL;
-        size += key_len;
     }
-    struct memo_marker *k = memo__mem_alloc(l, size);
-    if (k == NULL)
-        return NULL;
     atomic_init(&k->state, MEMO__COMPUTING);
     k->kind = kind;
     k->hash = hash;
@@ -57,7 +68,24 @@ struct memo_marker *memo__marker_new(struct memo_local *l, unsigned kind, unsign
 
 void memo__marker_free_now(struct memo_local *l, struct memo_marker *k)
 {
+    if (k->kind == MEMO__KIND_U64 && l->nmarkers < MEMO__MARKERS_KEPT && !l->memo->system_alloc) {
+        *(struct memo_marker **)k = l->markers;
+        l->markers = k;
+        l->nmarkers++;
+        return;
+    }
     memo__mem_free(l, k, k->alloc_size);
+}
+
+/* memo_destroy: the markers l kept. */
+void memo__markers_drop(struct memo_local *l)
+{
+    while (l->markers != NULL) {
+        struct memo_marker *k = l->markers;
+        l->markers = *(struct memo_marker **)k;
+        memo__mem_free(l, k, k->alloc_size);
+    }
+    l->nmarkers = 0;
 }
 
 static void memo__marker_reclaim(ck_epoch_entry_t *retire)

@@ -221,6 +221,8 @@ struct memo_local {
     unsigned             poll_at;   /* pending frees at which retiring next polls the epoch */
     struct memo_batch   *batch;     /* store records retired since the last seal */
     struct memo_batch   *reserve;   /* an empty batch, so that sealing seldom needs malloc */
+    struct memo_marker  *markers;   /* freed u64 markers kept for reuse (a miss needs one) */
+    unsigned             nmarkers;
     bool                 is_spare;  /* memo->spare: shared, used under memo->spare_lock */
     struct memo_local   *next;      /* memo->locals: every local of the memo */
     struct memo_local   *next_parked;
@@ -330,6 +332,7 @@ MEMO__HIDDEN struct memo_marker *memo__marker_new(struct memo_local *l, unsigned
                                                   uint64_t key_u64, const void *key, size_t key_len);
 MEMO__HIDDEN void memo__marker_free_now(struct memo_local *l, struct memo_marker *k);
 MEMO__HIDDEN void memo__marker_retire(struct memo_local *l, struct memo_marker *k);
+MEMO__HIDDEN void memo__markers_drop(struct memo_local *l);
 /* entry.c: records. The _locked calls run under s's lock (they use its store). */
 MEMO__HIDDEN struct memo_rec *memo__rec_u64_new_locked(struct memo_local *l, struct memo_shard *s,
                                                       uint64_t key, uint64_t value);

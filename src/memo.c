@@ -172,6 +172,7 @@ static void memo__teardown(struct memo *m)
         ck_epoch_reclaim(&l->record);
         if (l->reserve != NULL)
             memo__mem_free(l, l->reserve, sizeof *l->reserve);
+        memo__markers_drop(l);
     }
     memo__alloc_local = NULL;
     if (m->shards != NULL)
@@ -590,22 +591,30 @@ static int memo__get_slow(struct memo_call *c, void *p)
     }
 }
 
-/* A u64 call past the hit path: m and the arguments are checked, l is the caller's local (NULL:
- * not made yet), and no section is open. Kept out of line, so that the hit path keeps few
- * values live across ck_hs_get. */
+/* A u64 call past the hit path. Either l is the caller's local, the call is inside its section,
+ * and p is what the table held for the key (NULL or a marker); or l is NULL (the arguments not
+ * checked yet, or the thread's local not in its cache) and no section is open. Kept out of line,
+ * so that the hit path keeps few values live across ck_hs_get. */
 __attribute__((noinline)) static int memo__get_u64_slow(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx,
-                                                        uint64_t deadline, uint64_t *value)
+                                                        uint64_t deadline, uint64_t *value,
+                                                        struct memo_local *l, void *p)
 {
-    if (m == NULL || fn == NULL || value == NULL)
-        return MEMO_EINVAL;
-    struct memo_local *l = memo__local(m);
-    if (l == NULL)
-        return MEMO_ENOMEM;
-    unsigned long hash = memo__hash_u64(m, key);
-    struct memo_shard *s = memo__shard(m, hash);
-    ck_epoch_begin(&l->record, NULL);
-    void *p = ck_hs_get(&s->u64, hash, &key);
-    MEMO_ANN_GOT(p);
+    unsigned long hash;
+    struct memo_shard *s;
+    if (l == NULL) {
+        if (m == NULL || fn == NULL || value == NULL)
+            return MEMO_EINVAL;
+        if ((l = memo__local(m)) == NULL)
+            return MEMO_ENOMEM;
+        hash = memo__hash_u64(m, key);
+        s = memo__shard(m, hash);
+        ck_epoch_begin(&l->record, NULL);
+        p = ck_hs_get(&s->u64, hash, &key);
+        MEMO_ANN_GOT(p);
+    } else {
+        hash = memo__hash_u64(m, key);
+        s = memo__shard(m, hash);
+    }
     struct memo_call c = { m, l, s, { MEMO__KIND_U64, hash, key, { { 0, 0 }, NULL } }, deadline, NULL, fn, ctx, NULL, value };
     return memo__get_slow(&c, p);
 }
@@ -641,9 +650,9 @@ static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *
             memo__count(&l->counters.hits);
             return 0;
         }
-        memo__section_end(l);
+        return memo__get_u64_slow(a.m, a.key, a.fn, a.ctx, deadline, a.value, l, p); /* in the section */
     }
-    return memo__get_u64_slow(a.m, a.key, a.fn, a.ctx, deadline, a.value);
+    return memo__get_u64_slow(a.m, a.key, a.fn, a.ctx, deadline, a.value, NULL, NULL);
 }
 
 int memo_get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t *value)
