@@ -318,11 +318,24 @@ def targets(groups):
     ck1 = get(groups, "W1_hits", "ck_hs_raw", "u64", "uniform", "keys:65536")
     tbb1 = get(groups, "W1_hits", "tbb_hash_map", "u64", "uniform", "keys:65536")
     r = paired_ratio(ck1, memo1, "items_per_second")  # time ratio memo/ck = thr(ck)/thr(memo)
-    out.append(("u64 hit, 64K keys, 1 thread: memo time / raw ck_hs_get time", ratio_cell(r), "<= 1.25",
-                r[0] is not None and r[0] <= 1.25))
+    quiet = r
+    out.append(("u64 hit, 64K keys, 1 thread: memo time / raw ck_hs_get time (packed records)", ratio_cell(r),
+                "<= 1.10", r[0] is not None and r[0] <= 1.10))
     r = paired_ratio(tbb1, memo1, "items_per_second")
-    out.append(("u64 hit, 64K keys, 1 thread: memo time / TBB find time", ratio_cell(r), "<= 0.80",
-                r[0] is not None and r[0] <= 0.8))
+    out.append(("u64 hit, 64K keys, 1 thread: memo time / TBB find time", ratio_cell(r), "<= 1.0 (stretch 0.8)",
+                r[0] is not None and r[0] <= 1.0))
+    ms = get(groups, "W1_hits", "memo", "str32", "uniform", "keys:65536")
+    cs = get(groups, "W1_hits", "ck_hs_raw", "str32", "uniform", "keys:65536")
+    r = paired_ratio(cs, ms, "items_per_second")
+    out.append(("str32 hit, 64K keys, 1 thread: memo time / raw ck_hs_get time", ratio_cell(r), "<= 1.30",
+                r[0] is not None and r[0] <= 1.30))
+    mp = get(groups, "W1_pressure", "memo", "u64", "uniform", "keys:65536")
+    cp = get(groups, "W1_pressure", "ck_hs_raw", "u64", "uniform", "keys:65536")
+    r = paired_ratio(cp, mp, "items_per_second")
+    rise = None if r[0] is None or quiet[0] is None else r[0] / quiet[0]
+    rise_text = "n/a" if rise is None else f"{(rise - 1) * 100:+.1f}%"
+    out.append(("u64 hit beside a 64 MiB streamer on the other core: memo / raw ck_hs time (rise over quiet)",
+                f"{ratio_cell(r)} ({rise_text})", "rise <= +10%", rise is not None and rise <= 1.10))
     for dist in ("uniform", "hot"):
         g1 = get(groups, "W1_hits", "memo", "u64", dist, "keys:65536", threads=1)
         g2 = get(groups, "W1_hits", "memo", "u64", dist, "keys:65536", threads=2)
@@ -355,9 +368,15 @@ def targets(groups):
     r = paired_ratio(e, c, "real_time")
     out.append(("W6 memo_clear speed-up over per-entry memo_forget_u64 (1M entries)", ratio_cell(r), ">= 10",
                 r[0] is not None and r[0] >= 10))
+    out.append(("W6 memo's bytes given back by memo_clear once readers have left, %",
+                rng(c, "memo_given_back_pct") if c else "n/a", ">= 75",
+                c is not None and c.med("memo_given_back_pct") >= 75))
     tb = get(groups, "W6_clear", "tbb_hash_map", "remove_each")
     mb = e
-    out.append(("W6 bytes per u64 entry: memo vs TBB concurrent_hash_map",
+    out.append(("W6 bytes per u64 entry, 1M keys, no hint: memo (memo_stats.bytes; RSS)",
+                f"{rng(mb, 'memo_stats_bytes_per_entry')}; {rng(mb, 'rss_per_entry')}", "<= 40 (stretch 32)",
+                mb is not None and mb.med("memo_stats_bytes_per_entry") <= 40 and mb.med("rss_per_entry") <= 40))
+    out.append(("W6 bytes per u64 entry: memo vs TBB concurrent_hash_map (jemalloc stats.allocated)",
                 f"{rng(mb, 'bytes_per_entry')} vs {rng(tb, 'bytes_per_entry')}", "memo <= TBB",
                 mb is not None and tb is not None and mb.med("bytes_per_entry") <= tb.med("bytes_per_entry")))
     return out
@@ -437,6 +456,22 @@ def main():
         L.append(f"- **durations (s)**: {durations}")
     L.append("")
 
+    L.append("## How the figures are obtained\n")
+    L.append("- memo is called through its shared library (`memo_bench` links `libmemo.so`, as a program that "
+             "links the installed library does: through the PLT, exported symbols only).\n"
+             "- `ck_hs_raw` is the best use of ck a user could write: packed records (16 bytes for a u64 key and "
+             "value, 40 for a 32-byte key and value) carved from 1 MiB chunks, one `ck_hs` per key type, "
+             "`ck_hs_get` inside a `ck_epoch` section, memo's hash.\n"
+             "- Times: `items_per_second` of Google Benchmark with real time, per configuration; a time ratio "
+             "is the inverse ratio of throughputs of the same repetition index.\n"
+             "- Bytes per entry (W6): jemalloc's `stats.allocated` delta over 1M inserts into a table made "
+             "with no size hint (every peer allocates from jemalloc, the process malloc); `rss_per_entry`: "
+             "the resident set's delta over the same inserts; memo's own `memo_stats.bytes` beside them.\n"
+             "- Memory given back (W6): memo_stats.bytes after `memo_clear` and two more clears of the empty "
+             "memo (each clear polls the epoch; no reader is left), as a share of the bytes before.\n"
+             "- Cache pressure (W1): a forked process streams through 64 MiB, one load per cache line, while "
+             "the lookups run; it is started before and killed after each run.\n"
+             "- Instructions per hit are not in this report: `bench/callgrind-hits` counts them (callgrind).\n")
     L.append("## Targets\n")
     L.append(md_table(["target", "measured (median [min, max])", "goal", "met"],
                       [(n, f, gl, "-" if m is None else "yes" if m else "**no**") for n, f, gl, m in targets(groups)]))
@@ -452,6 +487,20 @@ def main():
     L.append(fig("w1_sizes", "W1 ns per lookup by table size"))
     L.append(fig("w1_scaling", "W1 scaling panel"))
     L.append(fig("w1_over", "W1 oversubscribed panel"))
+    press = []
+    for p in ("memo", "ck_hs_raw", "tbb_hash_map"):
+        q = get(groups, "W1_hits", p, "u64", "uniform", "keys:65536")
+        g = get(groups, "W1_pressure", p, "u64", "uniform", "keys:65536")
+        if q is None or g is None:
+            continue
+        press.append((p, f"{1e9 / q.med('items_per_second'):.1f}", f"{1e9 / g.med('items_per_second'):.1f}",
+                      f"{q.med('items_per_second') / g.med('items_per_second'):.2f}"))
+    if press:
+        L.append("**Cache pressure.** 64K u64 keys, uniform, 1 thread; beside it a process streams through "
+                 "64 MiB (one load per cache line, forked before each run and killed after it). ns per "
+                 "lookup, median:\n")
+        L.append(md_table(["peer", "quiet", "beside the streamer", "slowdown"], press))
+        L.append("")
     w1 = sorted([k for k in groups if k[0][0] == "W1_hits"], key=lambda k: (k[0][2], k[0][3], int(k[0][4].split(":")[1]), k[1], W1_PEERS.index(k[0][1])))
     rows = []
     for k in w1:

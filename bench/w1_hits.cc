@@ -2,9 +2,14 @@
 // before the timed loop; each iteration looks up one key that is there, drawn uniformly (or the
 // same hot key in every thread). Tables are built once per (peer, size, key type) and kept for
 // the whole process, so the interleaved repetitions do not rebuild them.
+#include <csignal>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "peers.hh"
 #include "workloads.hh"
@@ -70,6 +75,46 @@ template <class K> void add_all(const char *key_name, size_t n, bool hot, const 
     add<RwlockMapPeer<K>, K>(key_name, n, hot, threads);
 }
 
+// The cache-pressure panel: a process that streams through 64 MiB on the other core while one
+// thread looks up 64K u64 keys. Forked before each run and killed after it.
+pid_t g_streamer = -1;
+
+void start_streamer(const benchmark::State &)
+{
+    g_streamer = fork();
+    if (g_streamer == 0) {
+        const size_t n = (64u << 20) / sizeof(uint64_t);
+        uint64_t *buf = static_cast<uint64_t *>(std::malloc(n * sizeof(uint64_t)));
+        for (size_t i = 0; i < n; i++)
+            buf[i] = i;
+        volatile uint64_t sink = 0;
+        for (;;) { // killed by stop_streamer
+            uint64_t s = 0;
+            for (size_t i = 0; i < n; i += 8) // one load per cache line
+                s += buf[i];
+            sink = sink + s;
+        }
+    }
+    usleep(20000); // let it fill the cache
+}
+
+void stop_streamer(const benchmark::State &)
+{
+    if (g_streamer > 0) {
+        kill(g_streamer, SIGKILL);
+        waitpid(g_streamer, nullptr, 0);
+    }
+    g_streamer = -1;
+}
+
+template <class P> void add_pressure()
+{
+    const size_t n = 65536;
+    std::string name = std::string("W1_pressure/") + P::kName + "/u64/uniform/keys:" + std::to_string(n);
+    auto *b = benchmark::RegisterBenchmark(name.c_str(), [n](benchmark::State &st) { BM_hits<P, uint64_t>(st, n, false); });
+    b->UseRealTime()->Threads(1)->Setup(start_streamer)->Teardown(stop_streamer);
+}
+
 } // namespace
 
 void register_w1()
@@ -86,6 +131,9 @@ void register_w1()
         if (n == 65536)
             add_all<uint64_t>("u64", n, true, with_over);
     }
+    add_pressure<MemoPeer>();
+    add_pressure<CkRawPeer>();
+    add_pressure<TbbHashMapPeer<uint64_t>>();
     for (size_t n : str_sizes) {
         add_all<Key32>("str32", n, false, scaling);
         if (n == 65536)
