@@ -494,6 +494,8 @@ static int memo__compute(struct memo_call *c, bool *again)
     bool stored;
     struct memo_rec *rec = memo__flight_done(&run, l, value, &stored, &rc);
     if (rc != 0) { /* no room for the record: the computation fails with MEMO_ENOMEM */
+        if (c->key.kind == MEMO__KIND_BYTES)
+            memo__section_end(l); /* the one begun for the ref above */
         memo__count(&l->counters.errors);
         memo__flight_fail(&run, l, rc);
         return rc;
