@@ -15,6 +15,25 @@
 #include "hash.h"
 #include "internal.h"
 
+/* Under ASan, the free parts of a store are poisoned (ASan cannot see inside slabs otherwise): a
+ * record read after its grace period, or a slab byte never handed out, is reported like a use
+ * after free. A free record keeps its first word readable: its link. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MEMO__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) /* clang's way of saying it */
+#define MEMO__ASAN 1
+#endif
+#endif
+#ifdef MEMO__ASAN
+#include <sanitizer/asan_interface.h>
+#define MEMO__POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define MEMO__UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define MEMO__POISON(p, n) ((void)(p), (void)(n))
+#define MEMO__UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 _Static_assert(sizeof(struct memo_rec) == 16, "a u64 record is its key and value");
 _Static_assert(alignof(max_align_t) <= 16, "values are aligned to 16");
 _Static_assert(offsetof(struct memo_big, rec) % 16 == 0, "a big record is 16-aligned");
@@ -119,6 +138,7 @@ void memo__store_free(struct memo_local *l, struct memo_store *st)
 {
     for (struct memo_slab *sl = st->slabs, *next; sl != NULL; sl = next) {
         next = sl->next;
+        MEMO__UNPOISON(sl, sl->size);
         memo__mem_free(l, sl, sl->size);
     }
     memo__mem_free(l, st, sizeof *st);
@@ -158,11 +178,12 @@ static void *memo__store_alloc_locked(struct memo_local *l, struct memo_shard *s
         /* Acquire: pairs with the release of the pushes, so the links read are theirs. */
         r = atomic_exchange_explicit(&st->reclaimed[c], NULL, memory_order_acquire);
     }
+    size_t size = ((size_t)c + 1) * 16;
     if (r != NULL) {
         st->free[c] = *(void **)r;
+        MEMO__UNPOISON(r, size);
         return r;
     }
-    size_t size = ((size_t)c + 1) * 16;
     if ((size_t)(st->end - st->bump) < size) {
         /* The rest of the old slab, if any, is left unused: at most MEMO__CLASS_MAX bytes. */
         size_t slab = st->slabs == NULL ? MEMO__SLAB_FIRST : st->slabs->size * 2;
@@ -176,9 +197,11 @@ static void *memo__store_alloc_locked(struct memo_local *l, struct memo_shard *s
         st->nslabs++;
         st->bump = (unsigned char *)(sl + 1);
         st->end = (unsigned char *)sl + slab;
+        MEMO__POISON(st->bump, (size_t)(st->end - st->bump));
     }
     r = st->bump;
     st->bump += size;
+    MEMO__UNPOISON(r, size);
     return r;
 }
 
@@ -186,6 +209,7 @@ static void *memo__store_alloc_locked(struct memo_local *l, struct memo_shard *s
  * writer takes the whole stack at once, so no pop races a push), then one ref of the store less. */
 static void memo__store_put(struct memo_local *l, struct memo_store *st, struct memo_rec *r, unsigned c)
 {
+    MEMO__POISON((unsigned char *)r + sizeof(void *), ((size_t)c + 1) * 16 - sizeof(void *));
     void *head = atomic_load_explicit(&st->reclaimed[c], memory_order_relaxed);
     do
         *(void **)r = head;
