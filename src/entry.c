@@ -194,7 +194,6 @@ static void *memo__store_alloc_locked(struct memo_local *l, struct memo_shard *s
         sl->next = st->slabs;
         sl->size = slab;
         st->slabs = sl;
-        st->nslabs++;
         st->bump = (unsigned char *)(sl + 1);
         st->end = (unsigned char *)sl + slab;
         MEMO__POISON(st->bump, (size_t)(st->end - st->bump));

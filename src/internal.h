@@ -165,7 +165,6 @@ struct memo_store {
     ck_epoch_entry_t  retire;       /* the store itself, once a clear has replaced it */
     _Atomic int64_t   refs;         /* 1 while it is a shard's store, + records retired not yet back */
     struct memo_slab *slabs;        /* shard lock */
-    size_t            nslabs;
     unsigned char    *bump, *end;   /* the newest slab's uncarved part; shard lock */
     void             *free[MEMO__CLASSES];            /* free records, linked through their first word */
     _Atomic(void *)   reclaimed[MEMO__CLASSES];       /* records back from their grace period */

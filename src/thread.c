@@ -154,11 +154,22 @@ static void memo__local_park_locked(struct memo_local *l)
         atomic_store_explicit(&m->parked_pending, true, memory_order_relaxed);
 }
 
-static void memo__local_park(struct memo_local *l)
+/* Parks every local of t, whose thread has exited, and empties its slots; the caller holds the
+ * registry lock, and every memo's locals_lock too when `locked` (the fork child handler). */
+static void memo__thread_park_locals(struct memo_thread *t, bool locked)
 {
-    pthread_mutex_lock(&l->memo->locals_lock);
-    memo__local_park_locked(l);
-    pthread_mutex_unlock(&l->memo->locals_lock);
+    for (unsigned i = 0; i < t->nslots; i++) {
+        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) == 0)
+            continue;
+        struct memo_local *l = t->slots[i].local;
+        if (!locked)
+            pthread_mutex_lock(&l->memo->locals_lock);
+        memo__local_park_locked(l);
+        if (!locked)
+            pthread_mutex_unlock(&l->memo->locals_lock);
+        atomic_store_explicit(&t->slots[i].id, 0, memory_order_relaxed);
+        t->slots[i].local = NULL;
+    }
 }
 
 /* Puts t, whose thread has exited, into the pool; the caller holds the registry lock. */
@@ -185,13 +196,7 @@ void memo__threads_fork_child(struct memo_thread *self)
     for (struct memo_thread *t = memo__threads; t != NULL; t = t->next_all) {
         if (t == self || t->pooled)
             continue;
-        for (unsigned i = 0; i < t->nslots; i++) {
-            if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0) {
-                memo__local_park_locked(t->slots[i].local);
-                atomic_store_explicit(&t->slots[i].id, 0, memory_order_relaxed);
-                t->slots[i].local = NULL;
-            }
-        }
+        memo__thread_park_locals(t, true);
         for (struct memo_flight_block *b = t->flight_first; b != NULL; b = b->next)
             for (unsigned i = 0; i < MEMO__FLIGHTS_PER_BLOCK; i++)
                 if (atomic_load_explicit(&b->slot[i].seq, memory_order_relaxed) & 1)
@@ -232,13 +237,7 @@ static void memo__thread_exit(void *arg)
         memo__registry_unlock();
         return;
     }
-    for (unsigned i = 0; i < t->nslots; i++) {
-        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0) {
-            memo__local_park(t->slots[i].local);
-            atomic_store_explicit(&t->slots[i].id, 0, memory_order_relaxed);
-            t->slots[i].local = NULL;
-        }
-    }
+    memo__thread_park_locals(t, false);
     memo__thread_pool_put(t);
     memo__registry_unlock();
     memo__self = &memo__nobody;
