@@ -38,11 +38,12 @@ namespace bench {
 struct MemoPeer {
     static constexpr const char *kName = "memo";
     memo_t *m = nullptr;
-    explicit MemoPeer(size_t expected)
+    explicit MemoPeer(size_t expected, uint64_t dense_keys = 0)
     {
         memo_config_t c = MEMO_CONFIG_INIT;
         c.expected_entries = expected;
         c.seed = kSeed;
+        c.dense_keys = dense_keys;
         if (memo_create(&m, &c) != 0)
             std::abort();
     }
@@ -153,6 +154,12 @@ struct CkRawPeer {
         put(k, v);
         return v;
     }
+};
+
+// memo with dense keys: the u64 keys below `expected` in its flat table (memo_config_t.dense_keys).
+struct MemoDensePeer : MemoPeer {
+    static constexpr const char *kName = "memo_dense";
+    explicit MemoDensePeer(size_t expected) : MemoPeer(0, expected) {}
 };
 
 // ---- a dense array: the physical limit of a random load -----------------------------------------

@@ -157,7 +157,7 @@ set grid ytics
 set key outside right top
 """
 
-W1_PEERS = ["memo", "ck_hs_raw", "dense_array", "tbb_hash_map", "tbb_unordered_map", "libcuckoo",
+W1_PEERS = ["memo", "ck_hs_raw", "memo_dense", "dense_array", "tbb_hash_map", "tbb_unordered_map", "libcuckoo",
             "urcu_lfht", "glib_mutex", "rwlock_map"]
 GC_PEERS = ["memo", "tbb_hash_map", "mutex_condvar_memo", "rwlock_map", "tbb_unordered_map",
             "libcuckoo", "urcu_lfht", "glib_mutex"]
@@ -348,6 +348,17 @@ def targets(groups):
         r = paired_ratio(d2, d1, "items_per_second")
         eff = tuple(None if x is None else x / 2 for x in r)
         out.append((f"(reference, no sharing at all) dense_array efficiency, 64K {dist}, same run", ratio_cell(eff), "-", None))
+    for t in (1, 2):
+        dm = get(groups, "W1_hits", "memo_dense", "u64", "uniform", "keys:65536", threads=t)
+        da = get(groups, "W1_hits", "dense_array", "u64", "uniform", "keys:65536", threads=t)
+        hm = get(groups, "W1_hits", "memo", "u64", "uniform", "keys:65536", threads=t)
+        r = paired_ratio(da, dm, "items_per_second")
+        out.append((f"dense hit, 64K u64 uniform, {t} thread{'s' if t > 1 else ''}: memo_dense time / plain array load time",
+                    ratio_cell(r), "<= 5 (stretch 3)", r[0] is not None and r[0] <= 5))
+        r = paired_ratio(hm, dm, "items_per_second")
+        out.append((f"dense hit, 64K u64 uniform, {t} thread{'s' if t > 1 else ''}: memo_dense time / hashed memo hit time",
+                    ratio_cell(r), "<= 0.2", r[0] is not None and r[0] <= 0.2))
+    out.extend(dp_targets(groups))
     dup3 = [g.hi("duplicates") for k, g in groups.items() if k[0][:2] == ("W3_zipf", "memo")]
     out.append(("W3 memo duplicate computations (max over every cost, thread count, repetition)",
                 fmt(max(dup3)) if dup3 else "n/a", "= 0", bool(dup3) and max(dup3) == 0))
@@ -379,6 +390,31 @@ def targets(groups):
     out.append(("W6 bytes per u64 entry: memo vs TBB concurrent_hash_map (jemalloc stats.allocated)",
                 f"{rng(mb, 'bytes_per_entry')} vs {rng(tb, 'bytes_per_entry')}", "memo <= TBB",
                 mb is not None and tb is not None and mb.med("bytes_per_entry") <= tb.med("bytes_per_entry")))
+    return out
+
+
+DP_RUNS = {}  # (problem, memo, threads) -> memo-dp's JSON objects (W5_memo_dp.jsonl), filled by main
+
+
+def dp_targets(groups):
+    """memo-dp editdist on dense keys against the hash table, from bench/run's memo-dp runs."""
+    def med(prob, memo, t, key):
+        rs = DP_RUNS.get((prob, memo, t))
+        return statistics.median(r[key] for r in rs) if rs else None
+    out = []
+    d2, h2, d1 = med("editdist", "dense", 2, "seconds"), med("editdist", "hash", 2, "seconds"), med("editdist", "dense", 1, "seconds")
+    if d2 is None or h2 is None:
+        return out
+    out.append(("memo-dp editdist 3000x3000, 2 threads: hash time / dense time", f"{h2 / d2:.2f}", ">= 8",
+                h2 / d2 >= 8))
+    b = med("editdist", "dense", 2, "bytes_per_state")
+    out.append(("memo-dp editdist, dense: bytes per state", f"{b:.1f}", "<= 20 (stretch 16)", b <= 20))
+    same = all(r["answer"] == DP_RUNS[("editdist", "hash", 2)][0]["answer"] and r["states"] == DP_RUNS[("editdist", "hash", 2)][0]["states"]
+               for r in DP_RUNS[("editdist", "dense", 2)])
+    out.append(("memo-dp editdist, dense and hash: same answer and states", "yes" if same else "no", "yes", same))
+    if d1 is not None:
+        out.append(("memo-dp editdist, dense: 2-thread speedup over 1 thread (medians)", f"{d1 / d2:.2f}", ">= 1.7",
+                    d1 / d2 >= 1.7))
     return out
 
 
@@ -425,6 +461,13 @@ def main():
     if "--durations" in sys.argv:
         durations = sys.argv[sys.argv.index("--durations") + 1]
     groups, ctx, lru = load(results_dir)
+    dp_path = os.path.join(results_dir, "W5_memo_dp.jsonl")
+    if os.path.exists(dp_path):
+        with open(dp_path) as fh:
+            for line in fh:
+                if line.strip():
+                    r = json.loads(line)
+                    DP_RUNS.setdefault((r["problem"], r.get("memo", "hash"), r["threads"]), []).append(r)
     rel = os.path.relpath(results_dir, os.path.dirname(os.path.abspath(report)))
     figs = {
         "w1_sizes": plot_w1_sizes(groups, results_dir),
@@ -593,21 +636,26 @@ def main():
                 line = line.strip()
                 if line:
                     r = json.loads(line)
-                    runs.setdefault((r["problem"], r["threads"]), []).append(r)
+                    runs.setdefault((r["problem"], r.get("memo", "hash"), r["threads"]), []).append(r)
         L.append("With memo-dp itself (`memo-dp PROBLEM --threads N --json`, built-in instances; the threads split "
                  "the work and share one memo; median [min, max] of the repetitions):\n")
         rows = []
-        for (prob, thr) in sorted(runs):
-            rs = runs[(prob, thr)]
+        for (prob, memo, thr) in sorted(runs):
+            rs = runs[(prob, memo, thr)]
             secs = sorted(r["seconds"] for r in rs)
-            one = runs.get((prob, 1))
+            one = runs.get((prob, memo, 1))
+            hashed = runs.get((prob, "hash", thr))
             speed = ""
             if one and thr != 1:
                 speed = f"{statistics.median(r['seconds'] for r in one) / statistics.median(secs):.2f}x"
-            rows.append((prob, thr, f"{statistics.median(secs):.3f} [{secs[0]:.3f}, {secs[-1]:.3f}]",
+            vs_hash = ""
+            if memo == "dense" and hashed:
+                vs_hash = f"{statistics.median(r['seconds'] for r in hashed) / statistics.median(secs):.2f}x"
+            rows.append((prob, memo, thr, f"{statistics.median(secs):.3f} [{secs[0]:.3f}, {secs[-1]:.3f}]",
                          fmt(statistics.median(r["states"] for r in rs)), fmt(statistics.median(r["waits"] for r in rs)),
-                         f"{statistics.median(r['bytes_per_state'] for r in rs):.1f}", speed))
-        L.append(md_table(["problem", "threads", "seconds", "states", "waits", "bytes per state", "speedup over 1 thread"], rows))
+                         f"{statistics.median(r['bytes_per_state'] for r in rs):.1f}", speed, vs_hash))
+        L.append(md_table(["problem", "memo", "threads", "seconds", "states", "waits", "bytes per state",
+                           "speedup over 1 thread", "dense speed over hash"], rows))
         L.append("")
 
     # W6

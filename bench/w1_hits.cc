@@ -65,8 +65,10 @@ template <class K> void add_all(const char *key_name, size_t n, bool hot, const 
 {
     add<MemoPeer, K>(key_name, n, hot, threads);
     add<CkRawPeer, K>(key_name, n, hot, threads);
-    if constexpr (std::is_same_v<K, uint64_t>)
+    if constexpr (std::is_same_v<K, uint64_t>) {
+        add<MemoDensePeer, K>(key_name, n, hot, threads);
         add<DensePeer, K>(key_name, n, hot, threads);
+    }
     add<TbbHashMapPeer<K>, K>(key_name, n, hot, threads);
     add<TbbUnorderedPeer<K>, K>(key_name, n, hot, threads);
     add<CuckooPeer<K>, K>(key_name, n, hot, threads);

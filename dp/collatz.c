@@ -88,6 +88,7 @@ static int collatz_load(const struct dp_args *args, struct dp_instance *inst)
     }
     inst->data = c;
     inst->states = c->below > 2 ? c->below - 2 : 0;
+    inst->key_space = c->below; /* the values met above it go to the hash table */
     inst->states_exact = true;
     inst->depth = COLLATZ_MAX_DEPTH;
     inst->bytes_per_state = 0;

@@ -24,6 +24,12 @@
 
 #include <memo.h>
 
+/* Memo bytes per state with u64 keys and values in the hash table: a 16-byte record, and the table slots (8 bytes
+ * and a 1-byte probe bound each; ck_hs keeps its tables between a quarter and half full, so 18
+ * to 36 bytes). memo_stats measures 40.7 (knapsack, 1.76M states) to 50.6 (editdist, 8.9M);
+ * this rounds the worst case up. */
+#define DP_BYTES_PER_U64_STATE 56
+
 /* Exit codes of memo-dp. */
 #define DP_EXIT_OK      0
 #define DP_EXIT_FAILED  1 /* a run failed (memo error, answers that disagree) */
@@ -60,6 +66,8 @@ struct dp_instance {
     bool        states_exact;     /* false: states is an upper bound */
     uint64_t    depth;            /* the deepest nesting of memo calls */
     uint64_t    bytes_per_state;  /* estimated memo bytes per state (entry + table share + value) */
+    uint64_t    key_space;        /* the u64 keys of the states are below it (a range that memo's
+                                     dense_keys can hold); 0: no such range */
     uint64_t    reference_bytes;  /* memory the bottom-up reference needs; 0 = negligible */
 };
 
@@ -69,6 +77,7 @@ struct dp_job {
     memo_t   *memo;
     unsigned  threads;
     bool      split;              /* false: every thread asks for the root only (--root-only) */
+    bool      dense;              /* the memo keeps the keys below instance->key_space dense */
     void     *run;                /* the problem's per-run state (begin/end) */
 };
 
@@ -136,9 +145,13 @@ struct dp_result {
 
 /* memo_strerror, and the DP_E* codes. */
 const char *dp_strerror(int code);
-/* Solves inst with `threads` threads on a fresh memo (split: see struct dp_job); a progress bar
+/* Solves inst with `threads` threads on a fresh memo (split: see struct dp_job; dense: the memo
+ * keeps the keys below inst->key_space in a flat table, memo_config_t.dense_keys); a progress bar
  * on stderr if `progress`. Returns 0 or the first failure's code (reported on stderr). */
-int dp_solve(const struct dp_instance *inst, unsigned threads, bool split, bool progress, struct dp_result *out);
+int dp_solve(const struct dp_instance *inst, unsigned threads, bool split, bool dense, bool progress,
+             struct dp_result *out);
+/* The memo's bytes per state to expect: dense keys take 16 bytes per key of the range. */
+uint64_t dp_bytes_per_state_estimate(const struct dp_instance *inst, bool dense);
 /* The available memory in bytes (MemAvailable, or physical pages). */
 uint64_t dp_available_memory(void);
 /* The number of CPUs this process may run on. */

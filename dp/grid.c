@@ -40,9 +40,17 @@ struct grid_run {
     uint32_t             n, m;
 };
 
-static inline uint64_t grid_key(uint32_t i, uint32_t j)
+/* Row-major over the (n + 1) x (m + 1) grid: the keys are a dense range (memo's dense_keys). */
+static inline uint64_t grid_key(const struct grid_run *r, uint32_t i, uint32_t j)
 {
-    return (uint64_t)i << 32 | j;
+    return (uint64_t)i * ((uint64_t)r->m + 1) + j;
+}
+
+static inline void grid_cell_of(const struct grid_run *r, uint64_t key, uint32_t *i, uint32_t *j)
+{
+    uint64_t stride = (uint64_t)r->m + 1;
+    *i = (uint32_t)(key / stride);
+    *j = (uint32_t)(key % stride);
 }
 
 /* ---- the recursions ---- */
@@ -56,13 +64,14 @@ static inline int editdist_cell(const struct grid_run *r, uint32_t i, uint32_t j
         *v = (uint64_t)i + j;
         return 0;
     }
-    return memo_get_u64(r->memo, grid_key(i, j), editdist_fn, (void *)r, v);
+    return memo_get_u64(r->memo, grid_key(r, i, j), editdist_fn, (void *)r, v);
 }
 
 static int editdist_fn(void *ctx, uint64_t key, uint64_t *value)
 {
     const struct grid_run *r = ctx;
-    uint32_t i = (uint32_t)(key >> 32), j = (uint32_t)key;
+    uint32_t i, j;
+    grid_cell_of(r, key, &i, &j);
     uint64_t up, left, diag;
     int rc;
     /* Up first: the recursion runs up a column, then along rows; the diagonal is then stored. */
@@ -84,13 +93,14 @@ static inline int lcs_cell(const struct grid_run *r, uint32_t i, uint32_t j, uin
         *v = 0;
         return 0;
     }
-    return memo_get_u64(r->memo, grid_key(i, j), lcs_fn, (void *)r, v);
+    return memo_get_u64(r->memo, grid_key(r, i, j), lcs_fn, (void *)r, v);
 }
 
 static int lcs_fn(void *ctx, uint64_t key, uint64_t *value)
 {
     const struct grid_run *r = ctx;
-    uint32_t i = (uint32_t)(key >> 32), j = (uint32_t)key;
+    uint32_t i, j;
+    grid_cell_of(r, key, &i, &j);
     uint64_t up, left, diag;
     int rc;
     if ((rc = lcs_cell(r, i - 1, j, &up)) != 0 || (rc = lcs_cell(r, i, j - 1, &left)) != 0 ||
@@ -171,6 +181,7 @@ static int grid_load(const char *name, uint64_t builtin_seed, const struct dp_ar
     }
     inst->data = g;
     inst->states = g->n * g->m;
+    inst->key_space = (g->n + 1) * (g->m + 1);
     inst->states_exact = true;
     /* A thread that gets ahead of the others may recurse along a whole row and column. */
     inst->depth = g->n + g->m;
@@ -254,7 +265,7 @@ static int grid_finish(struct dp_job *job, struct dp_answer *out)
 {
     const struct grid_run *r = job->run;
     uint64_t v;
-    int rc = memo_lookup_u64(job->memo, grid_key(r->n, r->m), &v);
+    int rc = memo_lookup_u64(job->memo, grid_key(r, r->n, r->m), &v);
     if (rc != 0)
         return rc;
     out->number = dp_u64_string(v);

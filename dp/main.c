@@ -18,11 +18,6 @@ const struct dp_problem *const dp_problems[] = {
     &dp_editdist, &dp_lcs, &dp_knapsack, &dp_partitions, &dp_collatz, &dp_matrixchain, NULL,
 };
 
-/* Memo bytes per state with u64 keys and values: a 16-byte record, and the table slots (8 bytes
- * and a 1-byte probe bound each; ck_hs keeps its tables between a quarter and half full, so 18
- * to 36 bytes). memo_stats measures 40.7 (knapsack, 1.76M states) to 50.6 (editdist, 8.9M);
- * this rounds the worst case up. */
-#define DP_BYTES_PER_U64_STATE 56
 /* Refuse when the estimate passes this share of the available memory. */
 #define DP_MEMORY_SHARE 0.9
 #define DP_MAX_THREADS 1024
@@ -32,6 +27,7 @@ struct dp_options {
     struct dp_args           args;
     uint64_t                 threads;
     bool                     json, compare, progress, root_only;
+    const char              *memo;      /* --memo: "dense", "hash", or NULL (the problem's default) */
 };
 
 struct dp_option_name {
@@ -64,7 +60,12 @@ static void dp_usage(FILE *out)
             "options:\n"
             "  --threads N    solver threads (default: the number of CPUs, %u here)\n"
             "  --json         print one JSON object\n"
-            "  --compare      also run 1 thread and a bottom-up reference, with speedups\n"
+            "  --compare      also run 1 thread, the other storage (--memo) and a bottom-up\n"
+            "                 reference, with speedups\n"
+            "  --memo dense|hash  dense: the memo keeps the states' keys in a flat table indexed\n"
+            "                 by the key (memo's dense_keys), for the problems whose states form a\n"
+            "                 known range (the default for them: all but knapsack); hash: memo's\n"
+            "                 hash table\n"
             "  --root-only    no split: every thread asks for the root only, and the\n"
             "                 recursion runs as deep as the problem goes (to compare)\n"
             "  --no-progress  no progress bar (it shows on stderr when stderr is a terminal\n"
@@ -78,7 +79,7 @@ static void dp_usage(FILE *out)
 
 static void dp_problem_usage(const struct dp_problem *p)
 {
-    printf("usage: memo-dp %s [%s] [--threads N] [--json] [--compare]\n\n%s.\n"
+    printf("usage: memo-dp %s [%s] [--threads N] [--memo dense|hash] [--json] [--compare]\n\n%s.\n"
            "Without its inputs it solves a built-in instance: %s.\n",
            p->name, p->usage, p->summary, p->builtin);
 }
@@ -137,6 +138,8 @@ static int dp_parse(int argc, char **argv, struct dp_options *o)
             const char **slot = NULL;
             if (name_len == strlen("--threads") && strncmp(arg, "--threads", name_len) == 0)
                 slot = &threads;
+            else if (name_len == strlen("--memo") && strncmp(arg, "--memo", name_len) == 0)
+                slot = &o->memo;
             for (size_t k = 0; slot == NULL && k < DP_PROBLEM_OPTIONS; k++) {
                 const char *name = dp_problem_options[k].name;
                 if (name_len == strlen(name) && strncmp(arg, name, name_len) == 0) {
@@ -173,6 +176,10 @@ static int dp_parse(int argc, char **argv, struct dp_options *o)
     }
     if (threads != NULL && dp_parse_u64("usage", "--threads", threads, 1, DP_MAX_THREADS, &o->threads) != 0)
         return DP_EXIT_INPUT;
+    if (o->memo != NULL && strcmp(o->memo, "dense") != 0 && strcmp(o->memo, "hash") != 0) {
+        dp_error("usage", "--memo takes dense or hash, not '%s'", o->memo);
+        return DP_EXIT_INPUT;
+    }
     return -1;
 }
 
@@ -213,10 +220,12 @@ struct dp_report {
     const struct dp_options  *options;
     const struct dp_instance *instance;
     uint64_t                  estimate;          /* bytes */
+    bool                      dense;             /* the run's storage */
     struct dp_result          run, single;       /* single: the 1-thread run, with --compare */
+    struct dp_result          other;             /* the other storage, same threads, with --compare */
     struct dp_answer          reference;
     double                    reference_seconds;
-    bool                      have_single, have_reference;
+    bool                      have_single, have_reference, have_other;
 };
 
 static void dp_print_json(const struct dp_report *rep)
@@ -227,6 +236,7 @@ static void dp_print_json(const struct dp_report *rep)
     printf(",\"answer\":%s", run->answer.number);
     if (run->answer.extra_name != NULL)
         printf(",\"%s\":%" PRIu64, run->answer.extra_name, run->answer.extra);
+    printf(",\"memo\":\"%s\"", rep->dense ? "dense" : "hash");
     printf(",\"threads\":%" PRIu64 ",\"seconds\":%.6f,\"states\":%" PRIu64 ",\"hits\":%" PRIu64
            ",\"waits\":%" PRIu64 ",\"bytes_per_state\":%.1f,\"memory_bytes\":%" PRIu64
            ",\"estimated_bytes\":%" PRIu64 ",\"cpus\":%u,\"depth\":%" PRIu64 ",\"stack_per_level\":%zu",
@@ -240,6 +250,14 @@ static void dp_print_json(const struct dp_report *rep)
                    "\"speedup\":%.3f,",
                    rep->single.seconds, rep->single.stats.misses, rep->single.answer.number,
                    run->seconds > 0 ? rep->single.seconds / run->seconds : 0);
+        if (rep->have_other) {
+            const struct dp_result *dense = rep->dense ? run : &rep->other, *hash = rep->dense ? &rep->other : run;
+            printf("\"other_memo\":\"%s\",\"other_seconds\":%.6f,\"other_states\":%" PRIu64
+                   ",\"other_bytes_per_state\":%.1f,\"other_answer\":%s,\"dense_vs_hash_speed\":%.3f,",
+                   rep->dense ? "hash" : "dense", rep->other.seconds, rep->other.stats.misses,
+                   dp_bytes_per_state(&rep->other), rep->other.answer.number,
+                   dense->seconds > 0 ? hash->seconds / dense->seconds : 0);
+        }
         if (rep->have_reference) {
             printf("\"reference_seconds\":%.6f,\"reference_answer\":%s,", rep->reference_seconds,
                    rep->reference.number);
@@ -248,6 +266,7 @@ static void dp_print_json(const struct dp_report *rep)
             printf("\"memo_vs_reference\":%.3f,", rep->reference_seconds > 0 ? run->seconds / rep->reference_seconds : 0);
         }
         printf("\"agrees\":%s}", (!rep->have_single || dp_same_answer(&run->answer, &rep->single.answer)) &&
+                                         (!rep->have_other || dp_same_answer(&run->answer, &rep->other.answer)) &&
                                          (!rep->have_reference || dp_same_answer(&run->answer, &rep->reference))
                                      ? "true"
                                      : "false");
@@ -267,8 +286,8 @@ static void dp_print_plain(const struct dp_report *rep)
     const struct dp_result *run = &rep->run;
     char bytes[32];
     dp_print_answer("answer    ", &run->answer);
-    printf("\nrun       %" PRIu64 " thread%s, %.3f s\n", rep->options->threads, rep->options->threads == 1 ? "" : "s",
-           run->seconds);
+    printf("\nrun       %" PRIu64 " thread%s, %.3f s, %s memo\n", rep->options->threads,
+           rep->options->threads == 1 ? "" : "s", run->seconds, rep->dense ? "dense" : "hash");
     printf("states    %" PRIu64 " distinct subproblems, each computed once\n", run->stats.misses);
     printf("hits      %" PRIu64 " answers taken from the memo\n", run->stats.hits);
     printf("waits     %" PRIu64 " waits for another thread's computation in flight\n", run->stats.waits);
@@ -280,8 +299,17 @@ static void dp_print_plain(const struct dp_report *rep)
         printf(": %" PRIu64 " threads are %.2fx as fast\n", rep->options->threads,
                run->seconds > 0 ? rep->single.seconds / run->seconds : 0);
     }
+    if (rep->have_other) {
+        const struct dp_result *dense = rep->dense ? run : &rep->other, *hash = rep->dense ? &rep->other : run;
+        printf("%s %s memo: %.3f s, %" PRIu64 " states, %.1f bytes per state, ", rep->have_single ? "         " : "compare  ",
+               rep->dense ? "hash" : "dense", rep->other.seconds, rep->other.stats.misses,
+               dp_bytes_per_state(&rep->other));
+        dp_print_answer("answer ", &rep->other.answer);
+        printf(": dense is %.2fx as fast as hash\n", dense->seconds > 0 ? hash->seconds / dense->seconds : 0);
+    }
     if (rep->have_reference) {
-        printf("%s bottom-up reference: %.3f s, ", rep->have_single ? "         " : "compare  ", rep->reference_seconds);
+        printf("%s bottom-up reference: %.3f s, ", rep->have_single || rep->have_other ? "         " : "compare  ",
+               rep->reference_seconds);
         dp_print_answer("answer ", &rep->reference);
         printf(" (%s); the memo run takes %.1fx its time\n",
                dp_same_answer(&run->answer, &rep->reference) ? "agrees" : "DISAGREES",
@@ -314,8 +342,20 @@ int main(int argc, char **argv)
     if ((rc = p->load(&o.args, &inst)) != 0)
         return rc;
 
-    /* The memory estimate, before anything big is allocated. */
-    uint64_t per_state = inst.bytes_per_state ? inst.bytes_per_state : DP_BYTES_PER_U64_STATE;
+    /* The storage: dense where the states form a known key range that memo can reserve. */
+    bool dense_possible = inst.key_space != 0 && inst.key_space <= (uint64_t)1 << 40;
+    bool dense = o.memo != NULL ? strcmp(o.memo, "dense") == 0 : dense_possible;
+    if (dense && !dense_possible) {
+        dp_error(p->name, "--memo dense: this instance's states form no key range that dense keys can hold");
+        p->unload(&inst);
+        return DP_EXIT_INPUT;
+    }
+
+    /* The memory estimate, before anything big is allocated (with --compare, the larger of the
+     * two storages: both run). */
+    uint64_t per_state = dp_bytes_per_state_estimate(&inst, dense);
+    if (o.compare && dense_possible && dp_bytes_per_state_estimate(&inst, !dense) > per_state)
+        per_state = dp_bytes_per_state_estimate(&inst, !dense);
     double need = (double)inst.states * (double)per_state;
     double reference = o.compare ? (double)inst.reference_bytes : 0;
     double available = (double)dp_available_memory();
@@ -347,8 +387,9 @@ int main(int argc, char **argv)
     rep.options = &o;
     rep.instance = &inst;
     rep.estimate = (uint64_t)need;
+    rep.dense = dense;
     int exit_code = DP_EXIT_OK;
-    rc = dp_solve(&inst, (unsigned)o.threads, !o.root_only, o.progress, &rep.run);
+    rc = dp_solve(&inst, (unsigned)o.threads, !o.root_only, dense, o.progress, &rep.run);
     if (rc == 0 && !dp_check_states(&inst, &rep.run, (unsigned)o.threads))
         rc = -1;
     if (rc == 0 && o.compare) {
@@ -357,11 +398,17 @@ int main(int argc, char **argv)
             rep.single.answer.number = strdup(rep.run.answer.number);
             rc = rep.single.answer.number != NULL ? 0 : MEMO_ENOMEM;
         } else {
-            rc = dp_solve(&inst, 1, !o.root_only, o.progress, &rep.single);
+            rc = dp_solve(&inst, 1, !o.root_only, dense, o.progress, &rep.single);
             if (rc == 0 && !dp_check_states(&inst, &rep.single, 1))
                 rc = -1;
         }
         rep.have_single = rc == 0;
+        if (rc == 0 && dense_possible) {
+            rc = dp_solve(&inst, (unsigned)o.threads, !o.root_only, !dense, o.progress, &rep.other);
+            if (rc == 0 && !dp_check_states(&inst, &rep.other, (unsigned)o.threads))
+                rc = -1;
+            rep.have_other = rc == 0;
+        }
         if (rc == 0) {
             double start = dp_now();
             rc = p->reference(&inst, &rep.reference);
@@ -377,6 +424,7 @@ int main(int argc, char **argv)
         else
             dp_print_plain(&rep);
         if ((rep.have_single && !dp_same_answer(&rep.run.answer, &rep.single.answer)) ||
+            (rep.have_other && !dp_same_answer(&rep.run.answer, &rep.other.answer)) ||
             (rep.have_reference && !dp_same_answer(&rep.run.answer, &rep.reference))) {
             dp_error(p->name, "the answers disagree");
             exit_code = DP_EXIT_FAILED;
@@ -388,6 +436,7 @@ int main(int argc, char **argv)
     }
     dp_answer_free(&rep.run.answer);
     dp_answer_free(&rep.single.answer);
+    dp_answer_free(&rep.other.answer);
     dp_answer_free(&rep.reference);
     p->unload(&inst);
     return exit_code;

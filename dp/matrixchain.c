@@ -34,9 +34,10 @@ struct matrixchain_run {
     uint64_t        k;
 };
 
-static inline uint64_t matrixchain_key(uint64_t i, uint64_t j)
+/* Row-major over the k x k (i, j) square: a dense range (memo's dense_keys). */
+static inline uint64_t matrixchain_key(const struct matrixchain_run *r, uint64_t i, uint64_t j)
 {
-    return i << 32 | j;
+    return i * r->k + j;
 }
 
 static int matrixchain_fn(void *ctx, uint64_t key, uint64_t *value);
@@ -47,13 +48,13 @@ static inline int matrixchain_cell(const struct matrixchain_run *r, uint64_t i, 
         *v = 0;
         return 0;
     }
-    return memo_get_u64(r->memo, matrixchain_key(i, j), matrixchain_fn, (void *)r, v);
+    return memo_get_u64(r->memo, matrixchain_key(r, i, j), matrixchain_fn, (void *)r, v);
 }
 
 static int matrixchain_fn(void *ctx, uint64_t key, uint64_t *value)
 {
     const struct matrixchain_run *r = ctx;
-    uint64_t i = key >> 32, j = key & 0xFFFFFFFFu, best = UINT64_MAX;
+    uint64_t i = key / r->k, j = key % r->k, best = UINT64_MAX;
     for (uint64_t s = i; s < j; s++) {
         uint64_t left, right;
         int rc;
@@ -136,6 +137,7 @@ static int matrixchain_load(const struct dp_args *args, struct dp_instance *inst
     }
     inst->data = c;
     inst->states = c->k * (c->k - 1) / 2;
+    inst->key_space = c->k * c->k;
     inst->states_exact = true;
     inst->depth = c->k;
     inst->bytes_per_state = 0;
@@ -190,7 +192,7 @@ static int matrixchain_finish(struct dp_job *job, struct dp_answer *out)
 {
     const struct matrixchain_run *r = job->run;
     uint64_t v = 0;
-    int rc = r->k < 2 ? 0 : memo_lookup_u64(job->memo, matrixchain_key(0, r->k - 1), &v);
+    int rc = r->k < 2 ? 0 : memo_lookup_u64(job->memo, matrixchain_key(r, 0, r->k - 1), &v);
     if (rc != 0)
         return rc;
     out->number = dp_u64_string(v);

@@ -39,9 +39,11 @@ struct partitions_run {
     uint64_t n;
 };
 
-static inline uint64_t partitions_key(uint64_t n, uint64_t k)
+/* Row-major over the (N + 1) x (N + 1) square of (n, k): a dense range (memo's dense_keys) for
+ * the u64 states. */
+static inline uint64_t partitions_key(const struct partitions_run *r, uint64_t n, uint64_t k)
 {
-    return n << 32 | k;
+    return n * (r->n + 1) + k;
 }
 
 /* ---- u64 values ---- */
@@ -55,13 +57,13 @@ static inline int partitions_cell(const struct partitions_run *r, uint64_t n, ui
         *v = 1;
         return 0;
     }
-    return memo_get_u64(r->memo, partitions_key(n, k), partitions_fn, (void *)r, v);
+    return memo_get_u64(r->memo, partitions_key(r, n, k), partitions_fn, (void *)r, v);
 }
 
 static int partitions_fn(void *ctx, uint64_t key, uint64_t *value)
 {
     const struct partitions_run *r = ctx;
-    uint64_t n = key >> 32, k = key & 0xFFFFFFFFu, fewer, rest;
+    uint64_t n = key / (r->n + 1), k = key % (r->n + 1), fewer, rest;
     int rc;
     if ((rc = partitions_cell(r, n, k - 1, &fewer)) != 0 || (rc = partitions_cell(r, n - k, k, &rest)) != 0)
         return rc;
@@ -93,7 +95,7 @@ static int partitions_big_cell(const struct partitions_run *r, uint64_t n, uint6
         v->size = 1;
         return 0;
     }
-    uint64_t key = partitions_key(n, k);
+    uint64_t key = partitions_key(r, n, k);
     int rc = memo_get(r->memo, &key, sizeof key, partitions_big_fn, (void *)r, &v->ref);
     if (rc != 0)
         return rc;
@@ -108,7 +110,7 @@ static int partitions_big_fn(void *ctx, const void *key, size_t key_len, memo_re
     uint64_t packed;
     (void)key_len;
     memcpy(&packed, key, sizeof packed);
-    uint64_t n = packed >> 32, k = packed & 0xFFFFFFFFu;
+    uint64_t n = packed / (r->n + 1), k = packed % (r->n + 1);
     struct partitions_big a, b;
     int rc = partitions_big_cell(r, n, k - 1, &a);
     if (rc != 0)
@@ -179,6 +181,8 @@ static int partitions_load(const struct dp_args *args, struct dp_instance *inst)
     }
     inst->data = p;
     inst->states = partitions_count(p->n);
+    if (p->n <= PARTITIONS_MAX_U64) /* past it, byte keys: the hash table */
+        inst->key_space = (p->n + 1) * (p->n + 1);
     inst->states_exact = true;
     inst->depth = 2 * p->n + 2;
     /* A byte entry: an 80-byte head and the key, rounded to 16, then the limbs; an in-flight
@@ -254,11 +258,11 @@ static int partitions_finish(struct dp_job *job, struct dp_answer *out)
         out->number = dp_u64_string(1);
     } else if (r->n <= PARTITIONS_MAX_U64) {
         uint64_t v;
-        if ((rc = memo_lookup_u64(job->memo, partitions_key(r->n, r->n), &v)) != 0)
+        if ((rc = memo_lookup_u64(job->memo, partitions_key(r, r->n, r->n), &v)) != 0)
             return rc;
         out->number = dp_u64_string(v);
     } else {
-        uint64_t key = partitions_key(r->n, r->n);
+        uint64_t key = partitions_key(r, r->n, r->n);
         memo_ref_t ref = MEMO_REF_INIT;
         if ((rc = memo_lookup(job->memo, &key, sizeof key, &ref)) != 0)
             return rc;

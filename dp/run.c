@@ -220,9 +220,15 @@ static size_t dp_stack_size(const struct dp_instance *inst)
  * expected_entries below ck_hs's half-full growth point, so no table grows during the run), and
  * more shards than memo's default for large instances: two threads that both miss all the time
  * then rarely meet on a shard lock (fewer for small instances, whose shards would be mostly empty).
+ * Dense: the states' key range in memo's flat table (dense_keys), and no hint for the hash table,
+ * which then holds only the keys past the range (collatz's chains), if any.
  */
-static void dp_memo_config(const struct dp_instance *inst, memo_config_t *cfg)
+static void dp_memo_config(const struct dp_instance *inst, bool dense, memo_config_t *cfg)
 {
+    if (dense) {
+        cfg->dense_keys = inst->key_space;
+        return;
+    }
     cfg->expected_entries = inst->states > SIZE_MAX ? SIZE_MAX : (size_t)inst->states;
     unsigned shards = 16;
     while (shards < 1024 && (uint64_t)shards * 64 < inst->states)
@@ -230,13 +236,21 @@ static void dp_memo_config(const struct dp_instance *inst, memo_config_t *cfg)
     cfg->shards = shards;
 }
 
-int dp_solve(const struct dp_instance *inst, unsigned threads, bool split, bool progress, struct dp_result *out)
+uint64_t dp_bytes_per_state_estimate(const struct dp_instance *inst, bool dense)
+{
+    if (dense && inst->states > 0) /* 16 bytes per key of the range, and a little for the rest */
+        return (inst->key_space * 16 + inst->states - 1) / inst->states + 1;
+    return inst->bytes_per_state ? inst->bytes_per_state : DP_BYTES_PER_U64_STATE;
+}
+
+int dp_solve(const struct dp_instance *inst, unsigned threads, bool split, bool dense, bool progress,
+             struct dp_result *out)
 {
     const struct dp_problem *problem = inst->problem;
     memset(out, 0, sizeof *out);
     memo_config_t cfg = MEMO_CONFIG_INIT;
-    dp_memo_config(inst, &cfg);
-    struct dp_job job = { inst, NULL, threads, split, NULL };
+    dp_memo_config(inst, dense, &cfg);
+    struct dp_job job = { inst, NULL, threads, split, dense, NULL };
     int rc = memo_create(&job.memo, &cfg);
     if (rc != 0) {
         dp_error(problem->name, "memo_create: %s", memo_strerror(rc));

@@ -88,14 +88,47 @@ MEMO_EXPORT const char *memo_version(void);
  */
 typedef struct memo memo_t; /* opaque */
 
+/* 0.2: bounds, expiry, the removal callback and the clock (API.md "0.2"). Their fields are part of
+ * memo_config_t from this version on, so that a config's layout is the contract's; this version
+ * does not implement them yet: memo_create refuses a config that sets any of them (MEMO_EINVAL). */
+typedef uint64_t memo_clock_fn(void *ctx);            /* nanoseconds; never goes backwards */
+
+typedef struct memo_removal {
+    const void *key;     size_t key_len;    /* u64 key space: points to the uint64_t key, key_len 8 */
+    const void *value;   size_t value_len;  /* u64 key space: points to the uint64_t value, value_len 8 */
+    int         reason;                     /* MEMO_REMOVED_* */
+    int         key_space;                  /* MEMO_KEYS_BYTES or MEMO_KEYS_U64 */
+} memo_removal_t;
+typedef void memo_removal_fn(void *ctx, const memo_removal_t *removal);
+
+#define MEMO_KEYS_BYTES 1
+#define MEMO_KEYS_U64   2
+#define MEMO_REMOVED_EVICTED   1   /* dropped to keep max_entries / max_bytes */
+#define MEMO_REMOVED_EXPIRED   2   /* older than its time to live */
+#define MEMO_REMOVED_REPLACED  3   /* a refresh stored a newer value for its key */
+#define MEMO_REMOVED_FORGOTTEN 4   /* memo_forget, memo_forget_u64, memo_clear */
+#define MEMO_REMOVED_DESTROYED 5   /* memo_destroy */
+
 typedef struct memo_config {
     size_t   struct_size;      /* sizeof(memo_config_t); lets later versions append fields */
     size_t   expected_entries; /* sizing hint; 0 = start small and grow (see memo_create) */
     unsigned shards;           /* 0 = 32 per CPU (16 to 1024); else a power of two, <= 4096 */
     unsigned flags;            /* MEMO_F_* */
     uint64_t seed;             /* hash seed; 0 = a fresh random seed for this memo */
+    /* 0.2 */
+    uint64_t         max_entries;     /* 0 = no bound on the number of stored values */
+    uint64_t         max_bytes;       /* 0 = no bound on memo_stats.bytes */
+    uint64_t         ttl_ns;          /* 0 = values never expire */
+    uint64_t         refresh_ns;      /* 0 = no refresh */
+    uint64_t         failure_ttl_ns;  /* 0 = failures are not stored */
+    memo_removal_fn *on_removal;      /* NULL = none */
+    void            *removal_ctx;
+    memo_clock_fn   *clock;           /* NULL = CLOCK_MONOTONIC */
+    void            *clock_ctx;
+    uint64_t         dense_keys;      /* 0 = none; N: the u64 keys 0 .. N-1 in a flat table (below) */
 } memo_config_t;
-#define MEMO_CONFIG_INIT { sizeof(memo_config_t), 0, 0, 0, 0 }
+/* Every field named, so that -Wmissing-field-initializers (in -Wextra) stays quiet in C and C++. */
+#define MEMO_CONFIG_INIT { sizeof(memo_config_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /* Every stored value (its key and value) in a malloc'd block of its own, freed with free, so that
  * sanitizers and valgrind see each one, and memo_stats.bytes comes back exactly to its level
@@ -106,14 +139,31 @@ typedef struct memo_config {
 #define MEMO_F_SYSTEM_ALLOC (1u << 0)
 
 /*
+ * Dense keys (dense_keys = N): the u64 keys 0 .. N-1 live in a flat table indexed by the key: no
+ * hashing, no probing, no allocation per key, and a hit reads one 16-byte slot and nothing else.
+ * Other u64 keys, and byte keys, use the hash table. Every rule of this header holds the same for
+ * dense keys (single flight, failures, MEMO_EDEADLK, dying computers, timed waits, lookup, forget,
+ * clear, stats). memo_create reserves address space for the N slots (16 bytes each) and memory is
+ * committed a chunk of 4096 keys (64 KiB) at a time, when a key of the chunk is first computed:
+ * memo_stats.bytes counts the chunks committed and a bitmap of one bit per chunk. A forget frees
+ * nothing (the slot stays); memo_clear and memo_destroy give the chunks back to the system. With
+ * dense_keys, memo_create returns MEMO_EINVAL if any bound, expiry or removal setting is given,
+ * and MEMO_ENOMEM if the space cannot be reserved (N past 2^40, or past what the address space
+ * or the process's limits allow).
+ */
+
+/*
  * Makes a memo. cfg NULL means all defaults. A cfg whose struct_size is that of an older, shorter
  * memo_config_t is accepted (missing fields take their defaults). A struct_size larger than this
  * version's (a program built against a later header) is accepted when the bytes this version does
  * not know are all zero, as with Linux's extensible structs; otherwise, or past 1024 bytes, or
- * smaller than the first version's, it is MEMO_EINVAL, and so are shards that are not a power of
+ * smaller than the first version's (0.1: up to seed, 40 bytes), or between two versions' sizes,
+ * it is MEMO_EINVAL, and so are shards that are not a power of
  * two, more than 4096 shards, unknown flags, and an expected_entries past what the shards can
  * hold (shards x 2^30). expected_entries presizes the tables for at most 2^24 entries (about
- * 300 MiB of tables); a larger memo grows past that as entries come. *out is set only on success.
+ * 300 MiB of tables); a larger memo grows past that as entries come; it sizes the hash table
+ * only (dense keys need no hint). Any of the 0.2 fields from max_entries to clock_ctx set is
+ * MEMO_EINVAL in this version (not implemented yet). *out is set only on success.
  * Returns 0, MEMO_EINVAL or MEMO_ENOMEM. May block (briefly, on a process-wide lock).
  * May be called inside a compute function.
  */

@@ -44,6 +44,11 @@ static inline void *memo__alloc(struct memo_local *l, size_t size, bool table)
     return p;
 }
 
+void memo__mem_account(struct memo_local *l, int64_t delta)
+{
+    memo__count_bytes(l, delta);
+}
+
 void *memo__mem_alloc(struct memo_local *l, size_t size)
 {
     return memo__alloc(l, size, false);

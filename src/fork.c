@@ -23,12 +23,14 @@ static void memo__fork_prepare(void)
         pthread_mutex_lock(&m->locals_lock);
         for (unsigned i = 0; i < m->nshards; i++)
             pthread_mutex_lock(&m->shards[i].lock);
+        pthread_mutex_lock(&m->dense_lock); /* no clear of dense keys is halfway at the fork */
     }
 }
 
 static void memo__fork_parent(void)
 {
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
+        pthread_mutex_unlock(&m->dense_lock);
         for (unsigned i = 0; i < m->nshards; i++)
             pthread_mutex_unlock(&m->shards[i].lock);
         pthread_mutex_unlock(&m->locals_lock);
@@ -71,6 +73,8 @@ static void memo__fork_child(void)
             memo__fork_child_table(m, &s->bytes, self);
             pthread_mutex_unlock(&s->lock);
         }
+        memo__dense_fork_child(m, self);
+        pthread_mutex_unlock(&m->dense_lock);
         pthread_mutex_unlock(&m->locals_lock);
         pthread_mutex_unlock(&m->spare_lock);
     }

@@ -190,6 +190,44 @@ struct memo_batch {
     unsigned char    cls[MEMO__BATCH]; /* each record's size class */
 };
 
+/* ---- dense keys (dense.c) -------------------------------------------------------------------- */
+
+/* A dense key's slot: 16 bytes, in an array indexed by the key. The word says what it holds:
+ *   0                              empty
+ *   marker | MEMO__DENSE_COMPUTING a computation in flight (a u64 marker, as in the hash table)
+ *   marker | MEMO__DENSE_PUBLISHING its owner is storing the value (a few instructions)
+ *   gen << 3 | MEMO__DENSE_READY   stored: the value is in value; gen is the memo's clear count
+ *   MEMO__DENSE_CLEARING           a clear is giving the slot's chunk back
+ */
+struct memo_dense {
+    _Atomic uint64_t word;
+    _Atomic uint64_t value;
+};
+#define MEMO__DENSE_COMPUTING  1u
+#define MEMO__DENSE_READY      2u
+#define MEMO__DENSE_PUBLISHING 3u
+#define MEMO__DENSE_TAG        3u
+#define MEMO__DENSE_CLEARING   4u
+#define MEMO__DENSE_GEN_SHIFT  3
+#define MEMO__DENSE_CHUNK_SHIFT 12 /* 4096 keys, 64 KiB: the unit of commit and of give-back */
+#define MEMO__DENSE_MAX        ((uint64_t)1 << 40)
+
+/* The hit: a stored value, read between two equal reads of the word (a clear gives pages back
+ * with madvise, which no reader section covers: a value read across it would be a zero page's;
+ * the gen in the word tells a slot refilled after a clear from the one first read). */
+static inline bool memo__dense_hit(struct memo_dense *d, uint64_t *value)
+{
+    uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+    if ((w & MEMO__DENSE_TAG) != MEMO__DENSE_READY)
+        return false;
+    /* Acquire: the word is read again after the value (a plain load on x86). */
+    uint64_t v = atomic_load_explicit(&d->value, memory_order_acquire);
+    if (atomic_load_explicit(&d->word, memory_order_relaxed) != w)
+        return false;
+    *value = v;
+    return true;
+}
+
 /* ---- threads, locals, flights -------------------------------------------------------------- */
 
 struct memo_flight {
@@ -206,6 +244,7 @@ struct memo_flight_block {
 struct memo_counters {
     _Atomic uint64_t hits, misses, waits, errors;
     _Atomic int64_t  bytes;         /* bytes allocated minus freed through this local */
+    _Atomic int64_t  entries;       /* dense values stored minus removed through this local */
 };
 
 struct memo_local {
@@ -274,6 +313,8 @@ struct memo {
     unsigned           nshards;     /* power of two */
     unsigned           shard_mask;  /* nshards - 1 */
     struct memo_shard *shards;
+    uint64_t           dense_n;     /* dense_keys: keys below it are dense; 0 = none */
+    struct memo_dense *dense;       /* the reserved slots (mmap) */
     struct ck_malloc   table_alloc;
     alignas(MEMO__CACHELINE) ck_epoch_t epoch;
     alignas(MEMO__CACHELINE) unsigned char secret[192]; /* XXH3 secret derived from the seed */
@@ -287,6 +328,12 @@ struct memo {
     pthread_mutex_t    spare_lock;
     struct memo_local *spare;
     struct memo       *next_live;   /* registry of live memos (fork handlers) */
+    /* Dense keys, besides the slots: */
+    size_t             dense_size;  /* bytes reserved */
+    _Atomic uint64_t  *dense_chunks; /* one bit per chunk: committed (counted in bytes) */
+    size_t             dense_words; /* 64-bit words of dense_chunks */
+    _Atomic uint64_t   dense_gen;   /* clears begun */
+    pthread_mutex_t    dense_lock;  /* a clear, and the first commit of a chunk */
 #ifdef MEMO_TSAN
     char               tsan_epoch_sync; /* release at section end, acquire before reclaiming */
 #endif
@@ -318,7 +365,17 @@ static inline struct memo_local *memo__local(struct memo *m)
     return memo__local_slow(m);
 }
 
+static inline void memo__count(_Atomic uint64_t *counter)
+{
+    /* Only the owning thread writes its counters: a plain increment, atomic only so that
+     * memo_stats may read it from another thread. No shared cache line is written. */
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 /* alloc.c */
+/* Adds delta to l's byte count (memory memo holds that no malloc'd block stands for). */
+MEMO__HIDDEN void  memo__mem_account(struct memo_local *l, int64_t delta);
 MEMO__HIDDEN void *memo__mem_alloc(struct memo_local *l, size_t size);
 MEMO__HIDDEN void  memo__mem_free(struct memo_local *l, void *p, size_t size);
 MEMO__HIDDEN void  memo__table_alloc_init(struct ck_malloc *a);
@@ -388,6 +445,61 @@ MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_local *l, str
                              uint64_t deadline_ns);
 MEMO__HIDDEN void memo__wake(struct memo_marker *e);
 MEMO__HIDDEN uint64_t memo__now_ns(void);
+
+/* memo.c: what dense.c shares with the hash table's get */
+/* A key being asked for: its space, hash, and what ck_hs compares it by. */
+struct memo_key {
+    unsigned         kind;   /* MEMO__KIND_U64 or MEMO__KIND_BYTES */
+    unsigned long    hash;
+    uint64_t         u64;    /* u64: the key (ck_hs's probe points here) */
+    struct memo_probe probe; /* bytes: ck_hs's probe */
+};
+
+/* One get, through the steps after its first look (memo.c, and dense.c for dense keys). */
+struct memo_call {
+    struct memo       *memo;
+    struct memo_local *local;
+    struct memo_shard *shard;
+    struct memo_key    key;
+    uint64_t           deadline;   /* 0: none */
+    memo_fn           *fn;
+    memo_fn_u64       *fn_u64;
+    void              *ctx;
+    memo_ref_t        *ref;        /* bytes */
+    uint64_t          *value;      /* u64 */
+};
+
+/* One computation run by the calling thread: what the cleanup handler needs if it dies. */
+struct memo_flight_run {
+    struct memo        *memo;
+    struct memo_shard  *shard;      /* hash keys */
+    ck_hs_t            *table;
+    struct memo_dense  *dense;      /* dense keys: the slot (shard and table NULL) */
+    struct memo_marker *marker;
+    struct memo_flight *flight;
+    struct memo_thread *self;
+};
+
+/* pthread_cleanup_push's handler around fn: the computing thread is unwinding. */
+MEMO__HIDDEN void memo__flight_abandon(void *arg);
+MEMO__HIDDEN uint32_t memo__settle(struct memo_marker *marker, uint32_t state);
+MEMO__HIDDEN bool memo__take_marker(struct memo_call *c, struct memo_marker *e, int *rc);
+MEMO__HIDDEN int  memo__get_dense_slow(struct memo *m, uint64_t key, memo_fn_u64 *fn, void *ctx,
+                                       uint64_t deadline, uint64_t *value, struct memo_local *l);
+MEMO__HIDDEN void memo__section_end(struct memo_local *l);
+
+/* dense.c */
+MEMO__HIDDEN int  memo__dense_init(struct memo *m, uint64_t n);
+MEMO__HIDDEN void memo__dense_destroy(struct memo *m);
+/* The miss: claims the slot and runs fn (*again: another thread claimed it first; look again). */
+MEMO__HIDDEN int  memo__dense_compute(struct memo *m, struct memo_local *l, uint64_t key, memo_fn_u64 *fn,
+                                      void *ctx, uint64_t *value, bool *again);
+MEMO__HIDDEN int  memo__dense_forget(struct memo *m, uint64_t key, struct memo_local *l);
+MEMO__HIDDEN void memo__dense_clear(struct memo *m, struct memo_local *l);
+MEMO__HIDDEN void memo__dense_fork_child(struct memo *m, struct memo_thread *self);
+MEMO__HIDDEN void memo__dense_wait_slot(unsigned *spins);
+/* fn failed (code != 0) or its owner died (0): the slot is let go, then the marker settles. */
+MEMO__HIDDEN void memo__dense_flight_fail(struct memo_flight_run *run, struct memo_local *l, int code);
 
 /* fork.c */
 MEMO__HIDDEN void memo__fork_handlers_install(void);

@@ -35,25 +35,8 @@ struct memo_result {
     struct memo_marker *marker;
 };
 
-/* One computation run by the calling thread: what the cleanup handler needs if it dies. */
-struct memo_flight_run {
-    struct memo        *memo;
-    struct memo_shard  *shard;
-    ck_hs_t            *table;
-    struct memo_marker *marker;
-    struct memo_flight *flight;
-    struct memo_thread *self;
-};
 
-static inline void memo__count(_Atomic uint64_t *counter)
-{
-    /* Only the owning thread writes its counters: a plain increment, atomic only so that
-     * memo_stats may read it from another thread. No shared cache line is written. */
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
-static inline void memo__section_end(struct memo_local *l)
+inline void memo__section_end(struct memo_local *l)
 {
     MEMO_ANN_SECTION_END(l->memo);
     ck_epoch_end(&l->record, NULL);
@@ -113,13 +96,6 @@ static uint64_t memo__deadline(uint64_t timeout_ns)
     return timeout_ns >= UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + timeout_ns;
 }
 
-/* A key being asked for: its space, hash, and what ck_hs compares it by. */
-struct memo_key {
-    unsigned         kind;   /* MEMO__KIND_U64 or MEMO__KIND_BYTES */
-    unsigned long    hash;
-    uint64_t         u64;    /* u64: the key (ck_hs's probe points here) */
-    struct memo_probe probe; /* bytes: ck_hs's probe */
-};
 
 static inline void memo__key_u64(struct memo_key *k, const struct memo *m, uint64_t key)
 {
@@ -177,10 +153,12 @@ static void memo__teardown(struct memo *m)
     memo__alloc_local = NULL;
     if (m->shards != NULL)
         memo__shards_destroy(m, m->locals);
+    memo__dense_destroy(m);
     for (struct memo_local *l = m->locals, *next; l != NULL; l = next) {
         next = l->next;
         free(l);
     }
+    pthread_mutex_destroy(&m->dense_lock);
     pthread_mutex_destroy(&m->spare_lock);
     pthread_mutex_destroy(&m->locals_lock);
     free(m);
@@ -194,19 +172,26 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     if (cfg != NULL) {
         /* The first version's fields are all required; a later, longer struct is accepted when
          * the fields this version does not know are zero (as with Linux's extensible structs). */
-        if (cfg->struct_size < offsetof(memo_config_t, seed) + sizeof(uint64_t) ||
+        size_t v01 = offsetof(memo_config_t, seed) + sizeof(uint64_t); /* 0.1's memo_config_t */
+        if (cfg->struct_size < v01 || (cfg->struct_size > v01 && cfg->struct_size < sizeof c) ||
             cfg->struct_size > MEMO__CONFIG_MAX)
-            return MEMO_EINVAL;
+            return MEMO_EINVAL; /* not the size of any version's memo_config_t */
         if (cfg->struct_size > sizeof c) {
             const unsigned char *tail = (const unsigned char *)cfg + sizeof c;
             for (size_t i = 0; i < cfg->struct_size - sizeof c; i++)
                 if (tail[i] != 0)
                     return MEMO_EINVAL;
         }
-        memcpy(&c, cfg, sizeof c);
+        /* An older config: only its own fields (the rest keep MEMO_CONFIG_INIT's zeros). */
+        memcpy(&c, cfg, cfg->struct_size < sizeof c ? cfg->struct_size : sizeof c);
         c.struct_size = sizeof c;
     }
     if (c.flags & ~MEMO_F_SYSTEM_ALLOC)
+        return MEMO_EINVAL;
+    /* Bounds, expiry, the removal callback and the clock: not in this version (memo.h). */
+    if (c.max_entries != 0 || c.max_bytes != 0 || c.ttl_ns != 0 || c.refresh_ns != 0 ||
+        c.failure_ttl_ns != 0 || c.on_removal != NULL || c.removal_ctx != NULL || c.clock != NULL ||
+        c.clock_ctx != NULL)
         return MEMO_EINVAL;
     if (c.shards != 0 && ((c.shards & (c.shards - 1)) != 0 || c.shards > 4096))
         return MEMO_EINVAL;
@@ -230,7 +215,9 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     pthread_mutex_init(&m->spare_lock, NULL);
     ck_epoch_init(&m->epoch);
     memo__hash_init(m, c.seed);
-    if (memo__spare_init(m) != 0 || memo__shards_init(m, c.expected_entries) != 0) {
+    pthread_mutex_init(&m->dense_lock, NULL);
+    if (memo__spare_init(m) != 0 || memo__shards_init(m, c.expected_entries) != 0 ||
+        (c.dense_keys != 0 && memo__dense_init(m, c.dense_keys) != 0)) {
         memo__teardown(m);
         return MEMO_ENOMEM;
     }
@@ -250,7 +237,7 @@ void memo_destroy(memo_t *m)
 
 /* Sets a marker's final state; wakes sleepers if the old word said there were any. Returns the
  * old word. The release pairs with the acquire loads of waiters (memo__wait, memo__get_slow). */
-static uint32_t memo__settle(struct memo_marker *marker, uint32_t state)
+uint32_t memo__settle(struct memo_marker *marker, uint32_t state)
 {
     uint32_t old = atomic_load_explicit(&marker->state, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&marker->state, &old,
@@ -299,7 +286,7 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
 
 /* Cleanup handler: the computing thread is unwinding (pthread_exit, cancellation, a C++
  * exception through fn). Its waiters wake and retry. */
-static void memo__flight_abandon(void *arg)
+void memo__flight_abandon(void *arg)
 {
 #if MEMO_MUTANT == 4 /* M4 no-death-cleanup: the dying owner's marker stays COMPUTING */
     if (arg != NULL)
@@ -309,7 +296,10 @@ static void memo__flight_abandon(void *arg)
     struct memo_local *l = memo__local(run->memo);
     if (l == NULL) /* cannot happen: this thread's local exists since the miss */
         abort();
-    memo__flight_fail(run, l, 0);
+    if (run->dense != NULL)
+        memo__dense_flight_fail(run, l, 0);
+    else
+        memo__flight_fail(run, l, 0);
 }
 
 /* Stores fn's result: under the shard lock, the value's record replaces the marker, unless a
@@ -390,18 +380,6 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
 
 /* ---- get or compute ------------------------------------------------------------------------ */
 
-struct memo_call {
-    struct memo       *memo;
-    struct memo_local *local;
-    struct memo_shard *shard;
-    struct memo_key    key;
-    uint64_t           deadline;   /* 0: none */
-    memo_fn           *fn;
-    memo_fn_u64       *fn_u64;
-    void              *ctx;
-    memo_ref_t        *ref;        /* bytes */
-    uint64_t          *value;      /* u64 */
-};
 
 /* Hands a byte-key record to the caller: the section stays open, the ref pins it until
  * memo_release. */
@@ -468,7 +446,8 @@ static int memo__compute(struct memo_call *c, bool *again)
     memo__count(&l->counters.misses);
 
     struct memo_result result = { c->memo, e };
-    struct memo_flight_run run = { c->memo, s, table, e, f, self };
+    struct memo_flight_run run = { .memo = c->memo, .shard = s, .table = table, .marker = e, .flight = f,
+                                   .self = self };
     uint64_t value = 0;
     int rc;
     pthread_cleanup_push(memo__flight_abandon, &run);
@@ -508,16 +487,68 @@ static int memo__compute(struct memo_call *c, bool *again)
     return 0;
 }
 
+/* The result of a computation that c found in flight (marker e, read inside c's section): taken
+ * at once if it is READY, else waited for. Returns true when the call is over (*rc is its result;
+ * the section has ended, or pins a byte ref), false when the caller must look again (still inside
+ * the section): the owner died (one of the waiters computes afresh), or the marker was READY but
+ * detached (forgotten, or a value that was never stored: not a hit). */
+bool memo__take_marker(struct memo_call *c, struct memo_marker *e, int *rc)
+{
+    struct memo_thread *self = memo__self;
+    uint32_t st = atomic_load_explicit(&e->state, memory_order_acquire);
+    if ((st & MEMO__STATE) == MEMO__READY) {
+        if (st & MEMO__DETACHED)
+            return false;
+        /* Stored just now; its record replaced the marker after this thread read it. */
+        memo__count(&c->local->counters.hits);
+    } else {
+        int r = memo__wait(self, c->local, e, c->deadline);
+        if (r == (int)MEMO__ABANDONED)
+            return false;
+        if (r < 0) { /* MEMO_EDEADLK, MEMO_ETIMEDOUT */
+#if MEMO_MUTANT == 8 /* M8 timeout-removes: a timed-out waiter takes the marker out, as forget does */
+            if (r == MEMO_ETIMEDOUT && c->shard != NULL) {
+                pthread_mutex_lock(&c->shard->lock);
+                if ((atomic_fetch_or(&e->state, MEMO__DETACHED) & MEMO__DETACHED) == 0) {
+                    memo__alloc_local = c->local;
+                    (void)ck_hs_remove(memo__table(c->shard, c->key.kind), e->hash, memo__marker_slot(e));
+                    memo__alloc_local = NULL;
+                }
+                pthread_mutex_unlock(&c->shard->lock);
+            }
+#endif
+            memo__section_end(c->local);
+            *rc = r;
+            return true;
+        }
+        /* This computation's result, stored or (detached) not: a wait either way. */
+        memo__count(&c->local->counters.waits);
+        if (r == (int)MEMO__FAILED) {
+            *rc = (int)e->code;
+            memo__section_end(c->local);
+            return true;
+        }
+    }
+    if (c->key.kind == MEMO__KIND_U64) {
+        *c->value = e->value;
+        memo__section_end(c->local);
+    } else {
+        memo__deliver_bytes(c, e->final);
+    }
+    *rc = 0;
+    return true;
+}
+
 /* Everything after a first lookup that did not hit. Called inside a section; p is what the
  * table held (NULL, or a marker: a record would have been a hit). */
 static int memo__get_slow(struct memo_call *c, void *p)
 {
-    struct memo_thread *self = memo__self;
     ck_hs_t *table = memo__table(c->shard, c->key.kind);
     for (;;) {
+        int rc;
         if (p == NULL) {
             bool again = false;
-            int rc = memo__compute(c, &again);
+            rc = memo__compute(c, &again);
             if (!again)
                 return rc; /* compute ended the section (a ref's section is a new one) */
         } else if (!memo__is_marker(p)) {
@@ -531,65 +562,51 @@ static int memo__get_slow(struct memo_call *c, void *p)
             }
             return 0;
         } else {
-            struct memo_marker *e = memo__slot_marker(p);
             MEMO_ANN_GOT(p);
-            uint32_t st = atomic_load_explicit(&e->state, memory_order_acquire);
-            if ((st & MEMO__STATE) == MEMO__READY) {
-                if (st & MEMO__DETACHED) {
-                    /* Forgotten, or a detached computation's value that was never stored:
-                     * not a hit. Forget and clear detach and unlink under the shard lock, so
-                     * the insert path finds the key free. */
-                    p = NULL;
-                    continue;
-                }
-                /* Stored just now; its record replaced the marker after this thread read it. */
-                memo__count(&c->local->counters.hits);
-                if (c->key.kind == MEMO__KIND_U64) {
-                    *c->value = e->value;
-                    memo__section_end(c->local);
-                } else {
-                    memo__deliver_bytes(c, e->final);
-                }
-                return 0;
-            }
-            int r = memo__wait(self, c->local, e, c->deadline);
-            if (r == (int)MEMO__READY) {
-                /* This computation's result, stored or (detached) not: a wait either way. */
-                memo__count(&c->local->counters.waits);
-                if (c->key.kind == MEMO__KIND_U64) {
-                    *c->value = e->value;
-                    memo__section_end(c->local);
-                } else {
-                    memo__deliver_bytes(c, e->final);
-                }
-                return 0;
-            }
-            if (r == (int)MEMO__FAILED) {
-                int code = (int)e->code;
-                memo__count(&c->local->counters.waits);
-                memo__section_end(c->local);
-                return code;
-            }
-            if (r < 0) { /* MEMO_EDEADLK, MEMO_ETIMEDOUT */
-#if MEMO_MUTANT == 8 /* M8 timeout-removes: a timed-out waiter takes the marker out, as forget does */
-                if (r == MEMO_ETIMEDOUT) {
-                    pthread_mutex_lock(&c->shard->lock);
-                    if ((atomic_fetch_or(&e->state, MEMO__DETACHED) & MEMO__DETACHED) == 0) {
-                        memo__alloc_local = c->local;
-                        (void)ck_hs_remove(table, e->hash, memo__marker_slot(e));
-                        memo__alloc_local = NULL;
-                    }
-                    pthread_mutex_unlock(&c->shard->lock);
-                }
-#endif
-                memo__section_end(c->local);
-                return r;
-            }
-            /* ABANDONED: look again; one of the waiters computes afresh. (A marker found
-             * READY|DETACHED, or already READY and replaced, is looked up again too.) */
+            if (memo__take_marker(c, memo__slot_marker(p), &rc))
+                return rc;
         }
         p = ck_hs_get(table, c->key.hash, memo__key_probe(&c->key));
         MEMO_ANN_GOT(p);
+    }
+}
+
+/* A dense key's call past the hit path (l: the caller's local, or NULL when not known yet; no
+ * section is open). The slot is read without a section; one is begun only to read a marker. */
+int memo__get_dense_slow(struct memo *m, uint64_t key, memo_fn_u64 *fn, void *ctx, uint64_t deadline,
+                         uint64_t *value, struct memo_local *l)
+{
+    if (l == NULL && (l = memo__local(m)) == NULL)
+        return MEMO_ENOMEM;
+    struct memo_dense *d = &m->dense[key];
+    struct memo_call c = { .memo = m, .local = l, .key = { .kind = MEMO__KIND_U64, .u64 = key },
+                           .deadline = deadline, .fn_u64 = fn, .ctx = ctx, .value = value };
+    unsigned spins = 0;
+    for (;;) {
+        if (memo__dense_hit(d, value)) {
+            memo__count(&l->counters.hits);
+            return 0;
+        }
+        uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+        int rc;
+        if (w == 0) {
+            bool again = false;
+            rc = memo__dense_compute(m, l, key, fn, ctx, value, &again);
+            if (!again)
+                return rc;
+        } else if ((w & MEMO__DENSE_TAG) == MEMO__DENSE_COMPUTING) {
+            ck_epoch_begin(&l->record, NULL);
+            /* Still there once the section is open: its retirement (after it leaves the slot)
+             * waits for this section. */
+            if (atomic_load_explicit(&d->word, memory_order_acquire) == w) {
+                struct memo_marker *e = (struct memo_marker *)(uintptr_t)(w - MEMO__DENSE_COMPUTING);
+                if (memo__take_marker(&c, e, &rc))
+                    return rc;
+            }
+            memo__section_end(l);
+        } else if ((w & MEMO__DENSE_TAG) != MEMO__DENSE_READY) {
+            memo__dense_wait_slot(&spins); /* publishing, or a clear giving the chunk back */
+        }
     }
 }
 
@@ -606,6 +623,8 @@ __attribute__((noinline)) static int memo__get_u64_slow(memo_t *m, uint64_t key,
     if (l == NULL) {
         if (m == NULL || fn == NULL || value == NULL)
             return MEMO_EINVAL;
+        if (key < m->dense_n)
+            return memo__get_dense_slow(m, key, fn, ctx, deadline, value, NULL);
         if ((l = memo__local(m)) == NULL)
             return MEMO_ENOMEM;
         hash = memo__hash_u64(m, key);
@@ -640,6 +659,15 @@ static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *
     struct memo_thread *t = memo__self;
     if (memo__likely(m != NULL && fn != NULL && value != NULL &&
                      atomic_load_explicit(&t->cache_memo, memory_order_relaxed) == m)) {
+        if (key < m->dense_n) {
+            /* Dense: the slot, no section (memo__dense_hit). */
+            struct memo_local *l = t->cache_local;
+            if (memo__likely(memo__dense_hit(&m->dense[key], value))) {
+                memo__count(&l->counters.hits);
+                return 0;
+            }
+            return memo__get_dense_slow(m, key, fn, ctx, deadline, value, l);
+        }
         a.l = t->cache_local;
         unsigned long hash = memo__hash_u64(m, key);
         ck_epoch_begin(&a.l->record, NULL);
@@ -785,6 +813,13 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
 {
     if (m == NULL || value == NULL)
         return MEMO_EINVAL;
+    if (key < m->dense_n) {
+        if (!memo__dense_hit(&m->dense[key], value))
+            return MEMO_ENOENT;
+        struct memo_local *l = memo__local(m);
+        memo__count_hit(l != NULL ? l : m->spare); /* a lookup may not fail for want of memory */
+        return 0;
+    }
     unsigned long hash = memo__hash_u64(m, key);
     int rc = MEMO_ENOENT;
     struct memo_local *l = memo__lookup_begin(m);
@@ -856,6 +891,12 @@ int memo_forget_u64(memo_t *m, uint64_t key)
 {
     if (m == NULL)
         return MEMO_EINVAL;
+    if (key < m->dense_n) {
+        struct memo_local *l = memo__local_or_spare(m);
+        int rc = memo__dense_forget(m, key, l);
+        memo__spare_put(m, l);
+        return rc;
+    }
     struct memo_key k;
     memo__key_u64(&k, m, key);
     return memo__forget(m, &k);
@@ -868,6 +909,8 @@ void memo_clear(memo_t *m)
     struct memo_local *l = memo__local_or_spare(m);
     for (unsigned i = 0; i < m->nshards; i++)
         memo__shard_clear(m, &m->shards[i], l);
+    if (m->dense != NULL)
+        memo__dense_clear(m, l);
     memo__epoch_poll(l);
     memo__epoch_poll_parked(m);
     memo__spare_put(m, l);
@@ -888,6 +931,7 @@ void memo_stats(memo_t *m, memo_stats_t *out)
         out->waits += atomic_load_explicit(&l->counters.waits, memory_order_relaxed);
         out->errors += atomic_load_explicit(&l->counters.errors, memory_order_relaxed);
         bytes += atomic_load_explicit(&l->counters.bytes, memory_order_relaxed);
+        entries += atomic_load_explicit(&l->counters.entries, memory_order_relaxed);
     }
     pthread_mutex_unlock(&m->locals_lock);
     for (unsigned i = 0; i < m->nshards; i++)

@@ -4,7 +4,7 @@
  * made on first use and parked when the thread exits; and the process-wide registry that links
  * threads and memos.
  *
- * Lock order: the registry lock, then a memo's locals_lock, then shard locks.
+ * Lock order: the registry lock, then a memo's spare_lock, locals_lock, shard locks, dense_lock.
  */
 #include <stdlib.h>
 #include <string.h>

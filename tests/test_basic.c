@@ -4,6 +4,7 @@
  * u64 and byte key spaces, strerror / err_name / version, memo_release, bad arguments.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <limits.h>
 #include <stdalign.h>
@@ -573,7 +574,7 @@ static void test_set_from_own_room(unsigned flags, const char *label)
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = flags;
     memo_t *m = NULL;
-    if (memo_create(&m, &cfg) != 0)
+    if (test_memo_create(&m, &cfg) != 0)
         bail_out("memo_create");
     memo_ref_t r = MEMO_REF_INIT;
     is_int(memo_get(m, "start", 5, fn_set_from_own_room, NULL, &r), 0,
@@ -663,7 +664,7 @@ static void test_release(void)
     ok(1, "memo_release of a zeroed ref, MEMO_REF_INIT and NULL are no-ops");
 
     memo_t *m = NULL;
-    memo_create(&m, NULL);
+    test_memo_create(&m, NULL);
     memo_ref_t r = MEMO_REF_INIT;
     memo_get(m, "k", 1, fn_echo, NULL, &r);
     memo_release(&r);
@@ -677,7 +678,7 @@ static void test_stats_and_refs(unsigned flags, const char *label)
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = flags;
     memo_t *m = NULL;
-    if (memo_create(&m, &cfg) != 0) {
+    if (test_memo_create(&m, &cfg) != 0) {
         ok(0, "%s: memo_create", label);
         return;
     }
@@ -765,7 +766,7 @@ static int fn_u64_never(void *ctx, uint64_t key, uint64_t *value)
 static void test_bad_arguments(void)
 {
     memo_t *m = NULL;
-    memo_create(&m, NULL);
+    test_memo_create(&m, NULL);
     memo_ref_t r = MEMO_REF_INIT;
     uint64_t   v = 0;
     atomic_int never = 0;
@@ -833,7 +834,7 @@ static int fn_nested(void *ctx, const void *key, size_t key_len, memo_result_t *
     memo_release(&r);
     c->forget_rc = memo_forget(c->other, "gone", 4);
     memo_t *fresh = NULL;
-    c->create_rc = memo_create(&fresh, NULL);
+    c->create_rc = test_memo_create(&fresh, NULL);
     memo_destroy(fresh);
     return memo_result_set(out, "outer", 5);
 }
@@ -841,8 +842,8 @@ static int fn_nested(void *ctx, const void *key, size_t key_len, memo_result_t *
 static void test_nested_calls(void)
 {
     memo_t *a = NULL, *b = NULL;
-    memo_create(&a, NULL);
-    memo_create(&b, NULL);
+    test_memo_create(&a, NULL);
+    test_memo_create(&b, NULL);
     memo_ref_t held = MEMO_REF_INIT, r = MEMO_REF_INIT;
     memo_get(b, "held", 4, fn_echo, NULL, &held);
     memo_get(b, "gone", 4, fn_echo, NULL, &r);
@@ -897,7 +898,7 @@ static void test_create_destroy_churn(void)
         if (i == WARMUP)
             before = resident_kib();
         memo_t *m = NULL;
-        if (memo_create(&m, &cfg) != 0) {
+        if (test_memo_create(&m, &cfg) != 0) {
             failures++;
             continue;
         }
@@ -928,7 +929,7 @@ int main(void)
     test_create_configs();
 
     memo_t *m = NULL;
-    if (memo_create(&m, NULL) != 0 || !m)
+    if (test_memo_create(&m, NULL) != 0 || !m)
         bail_out("memo_create failed");
     test_get_lookup_forget(m);
     test_values(m);

@@ -19,6 +19,7 @@
  *    stale ownership (a finished computation's owner, a recycled flight slot).
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -78,7 +79,7 @@ static void test_self(bool bytes, bool timed)
     const char *label = bytes ? (timed ? "self-recursion, memo_get_timed" : "self-recursion, memo_get")
                               : (timed ? "self-recursion, memo_get_u64_timed" : "self-recursion, memo_get_u64");
     self_ctx_t c = { NULL, 0, -100, timed };
-    memo_create(&c.m, NULL);
+    test_memo_create(&c.m, NULL);
     uint64_t   t0 = tap_now_ns(), v = 0;
     memo_ref_t r = MEMO_REF_INIT;
     int rc = bytes ? memo_get(c.m, "self", 4, self_fn_bytes, &c, &r)
@@ -121,7 +122,7 @@ static int ab_fn(void *ctx, uint64_t key, uint64_t *value)
 static void test_indirect_self(void)
 {
     ab_ctx_t c = { NULL, -100, 0 };
-    memo_create(&c.m, NULL);
+    test_memo_create(&c.m, NULL);
     uint64_t v = 0;
     int      rc = memo_get_u64(c.m, 1, ab_fn, &c, &v);
     is_int(c.inner_a_rc, MEMO_EDEADLK, "a -> b -> a in one thread: the inner call for a is MEMO_EDEADLK");
@@ -153,7 +154,7 @@ static int fib_fn(void *ctx, uint64_t n, uint64_t *value)
 static void test_fib(void)
 {
     memo_t *m = NULL;
-    memo_create(&m, NULL);
+    test_memo_create(&m, NULL);
     uint64_t v = 0;
     is_int(memo_get_u64(m, 90, fib_fn, m, &v), 0, "fib(90) by memo_get_u64 recursion: 0");
     is_u64(v, 2880067194370816120ull, "fib(90) == 2880067194370816120");
@@ -267,8 +268,8 @@ static void run_cycle(unsigned n, bool two_memos, bool fallback, unsigned rounds
     pthread_mutex_init(&CY.done_lock, NULL);
     pthread_cond_init(&CY.done_cond, NULL);
     memo_t *m1 = NULL, *m2 = NULL;
-    memo_create(&m1, NULL);
-    memo_create(&m2, NULL);
+    test_memo_create(&m1, NULL);
+    test_memo_create(&m2, NULL);
     for (unsigned i = 0; i < n; i++)
         CY.memo[i] = two_memos && (i % 2) ? m2 : m1;
     tap_barrier_init(&CY.round_start, n + 1);
@@ -430,7 +431,7 @@ static void test_chains(void)
     int bad = 0;
     for (int round = 0; round < 20; round++) {
         memset(&CH, 0, sizeof CH);
-        memo_create(&CH.m, NULL);
+        test_memo_create(&CH.m, NULL);
         /* C computes; A waits on C; B and D wait on A (D inside its own computation) */
         chain_job_t jobs[4] = { { KEY_C, -100, 0 }, { KEY_A, -100, 0 }, { KEY_A, -100, 0 },
                                 { KEY_D, -100, 0 } };
@@ -522,7 +523,7 @@ static void test_dag(void)
         DAG.expected[k] = k < 7 ? k + 1
                                 : dag_combine(k, DAG.expected[k / 2], DAG.expected[k / 3],
                                               DAG.expected[k - 7]);
-    memo_create(&DAG.m, NULL);
+    test_memo_create(&DAG.m, NULL);
     tap_barrier_init(&DAG.start, DAG_THREADS);
     pthread_t tids[DAG_THREADS];
     for (unsigned i = 0; i < DAG_THREADS; i++)

@@ -16,6 +16,7 @@
  * are still waiting after 10 s (the test fails and bails out).
  */
 #include "tap.h"
+#include "helpers.h"
 #include "keyspace.h"
 
 #include <stdatomic.h>
@@ -147,7 +148,7 @@ static TAP__UNUSED void run(death_t how, bool bytes, bool nested, int waiters)
         c->bytes = bytes;
         c->nested = nested;
         c->expect_waiters = waiters;
-        if (memo_create(&c->m, NULL) != 0)
+        if (test_memo_create(&c->m, NULL) != 0)
             bail_out("memo_create");
         pthread_t dying, tids[WAITERS];
         pthread_create(&dying, NULL, dying_thread, c);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tap.h"
+#include "helpers.h"
 
 #include <memo.h>
 
@@ -143,7 +144,7 @@ void run(bool bytes, bool nested, int waiters, int rounds)
         ctx_t c;
         c.nested = nested;
         c.expect_waiters = waiters;
-        if (memo_create(&c.m, nullptr) != 0)
+        if (test_memo_create(&c.m, nullptr) != 0)
             bail_out("memo_create");
         std::vector<int>      rc(waiters, -100);
         std::vector<uint64_t> val(waiters, 0), key_of(waiters, 1);
@@ -225,7 +226,7 @@ void test_header_in_cxx()
     is_size(cfg.struct_size, sizeof(memo_config_t), "C++: MEMO_CONFIG_INIT sets struct_size");
     cfg.shards = 4;
     memo_t *m = nullptr;
-    is_int(memo_create(&m, &cfg), 0, "C++: memo_create with MEMO_CONFIG_INIT");
+    is_int(test_memo_create(&m, &cfg), 0, "C++: memo_create with MEMO_CONFIG_INIT");
     memo_ref_t r = MEMO_REF_INIT;
     ok(r.data == nullptr && r.len == 0, "C++: MEMO_REF_INIT is empty");
     ctx_t c;

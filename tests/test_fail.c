@@ -17,6 +17,7 @@
  * again (found by stress_linear).
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -117,7 +118,7 @@ static void run(bool bytes, int base_code)
     memset(c, 0, sizeof *c);
     c->bytes = bytes;
     c->base_code = base_code;
-    if (memo_create(&c->m, NULL) != 0)
+    if (test_memo_create(&c->m, NULL) != 0)
         bail_out("memo_create");
     tap_barrier_init(&c->start, THREADS);
 

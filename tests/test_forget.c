@@ -22,6 +22,7 @@
  * call does not return while A is blocked, and A's value ends up stored.
  */
 #include "tap.h"
+#include "helpers.h"
 #include "keyspace.h"
 
 #include <stdatomic.h>
@@ -156,7 +157,7 @@ static void test_removal_during_flight(bool bytes, removal_t how, bool new_call)
     memset(f, 0, sizeof *f);
     f->bytes = bytes;
     f->a_rc = f->w_rc = f->n_rc = -100;
-    memo_create(&f->m, NULL);
+    test_memo_create(&f->m, NULL);
     pthread_t a, w, n;
     pthread_create(&a, NULL, a_thread, f);
     wait_flag(&f->a_inside, 10000);
@@ -407,7 +408,7 @@ static void test_forget_then_owner_frees(void)
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = MEMO_F_SYSTEM_ALLOC; /* the free is a free() that the sanitizers see */
     memset(&DF, 0, sizeof DF);
-    if (!ok(memo_create(&DF.m, &cfg) == 0, "forget then owner frees: memo made"))
+    if (!ok(test_memo_create(&DF.m, &cfg) == 0, "forget then owner frees: memo made"))
         return;
     pthread_t a, b;
     pthread_create(&b, NULL, df_forgetter, NULL);
@@ -428,7 +429,7 @@ static void test_churn(void)
     memset(&CC, 0, sizeof CC);
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.shards = 4;
-    memo_create(&CC.m, &cfg);
+    test_memo_create(&CC.m, &cfg);
     tap_barrier_init(&CC.start, CHURN_THREADS + 1);
     atomic_store(&CC.running, CHURN_THREADS);
     pthread_t tids[CHURN_THREADS];
@@ -564,7 +565,7 @@ static void *grower_thread(void *arg)
 static void test_refs_outlive(void)
 {
     memset(&HO, 0, sizeof HO);
-    memo_create(&HO.m, NULL);
+    test_memo_create(&HO.m, NULL);
     pthread_t holder, growers[GROWERS];
     pthread_create(&holder, NULL, holder_thread, NULL);
     uint64_t deadline = tap_now_ns() + 10000000000ull;
@@ -612,7 +613,7 @@ int main(void)
         test_removal_during_flight(bytes, BY_CLEAR, false);
     }
     memo_t *m = NULL;
-    memo_create(&m, NULL);
+    test_memo_create(&m, NULL);
     is_int(memo_forget(m, "absent", 6), MEMO_ENOENT, "forget of an absent byte key: ENOENT");
     is_int(memo_forget_u64(m, 12345), MEMO_ENOENT, "forget of an absent u64 key: ENOENT");
     memo_destroy(m);

@@ -21,6 +21,7 @@
  *    destroy, and the parent's in-flight markers and values leaked in the child.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -135,7 +136,7 @@ static int child_checks(bool in_flight)
     if (memo_lookup_u64(M, 4, &v) != MEMO_ENOENT)
         fails |= 64;
     memo_t *fresh = NULL;
-    if (memo_create(&fresh, NULL) != 0 || memo_get(fresh, "x", 1, echo, NULL, &r) != 0)
+    if (test_memo_create(&fresh, NULL) != 0 || memo_get(fresh, "x", 1, echo, NULL, &r) != 0)
         fails |= 128;
     memo_release(&r);
     memo_destroy(fresh);
@@ -145,7 +146,7 @@ static int child_checks(bool in_flight)
 static void run(bool in_flight)
 {
     const char *label = in_flight ? "fork while another thread computes a key" : "fork";
-    memo_create(&M, NULL);
+    test_memo_create(&M, NULL);
     uint64_t   v;
     memo_ref_t r = MEMO_REF_INIT;
     for (uint64_t k = 0; k < 100; k++)
@@ -278,7 +279,7 @@ static void fork_during_churn(void)
     skip(2, "fork during churn: the sanitizer runtimes are not fork-safe under malloc churn");
     return;
 #endif
-    memo_create(&M, NULL);
+    test_memo_create(&M, NULL);
     atomic_store(&churn_stop, 0);
     pthread_t t[CHURN_THREADS];
     for (unsigned i = 0; i < CHURN_THREADS; i++)
@@ -380,7 +381,7 @@ static void fork_with_refs_held(void)
 {
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = MEMO_F_SYSTEM_ALLOC;
-    memo_create(&M, &cfg);
+    test_memo_create(&M, &cfg);
     atomic_store(&holder_has_ref, 0);
     atomic_store(&holder_may_release, 0);
     pthread_t holder;
@@ -496,7 +497,7 @@ static void fork_then_destroy(unsigned flags, const char *label)
 {
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = flags;
-    memo_create(&M, &cfg);
+    test_memo_create(&M, &cfg);
     atomic_store(&gate_open, 0);
     atomic_store(&value_made, 0);
     pthread_t users[2], owner, waiting;

@@ -62,6 +62,7 @@
  * failed run stay asleep: bail-out), M4 -> (e) (A's waiters stranded: bail-out), M8 -> (f).
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -568,7 +569,7 @@ static void run_scene(bool bytes, misdeed_t d)
     s->bytes = bytes;
     s->misdeed = d;
     s->value_on_entry = 0xdeadbeefull;
-    if (memo_create(&s->m, NULL) != 0)
+    if (test_memo_create(&s->m, NULL) != 0)
         bail_out("memo_create");
     /* a bystander key, stored before: clear must take it, forget must not */
     got_t by = get_any(s->m, bytes, BYSTANDER_KEY, fresh_fn_bytes, fresh_fn_u64, s);
@@ -683,7 +684,7 @@ static void test_store_twice_memory(unsigned flags)
     memset(&s, 0, sizeof s);
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = flags;
-    if (memo_create(&s.m, &cfg) != 0)
+    if (test_memo_create(&s.m, &cfg) != 0)
         bail_out("memo_create");
     /* warm-up: the tables grow to hold MEM_KEYS keys, and keep that size through forget/clear */
     for (uint64_t k = 0; k < MEM_KEYS; k++) {
@@ -798,7 +799,7 @@ static void test_pile_up(void)
     const unsigned n = PILE_THREADS;
     int            cpus = usable_cpus();
     memset(&PI, 0, sizeof PI);
-    if (memo_create(&PI.m, NULL) != 0)
+    if (test_memo_create(&PI.m, NULL) != 0)
         bail_out("memo_create");
     PI.got = (got_t *)calloc(n, sizeof *PI.got);
     pthread_t *tids = (pthread_t *)calloc(n, sizeof *tids);
@@ -992,7 +993,7 @@ static void test_cancel_waiters(bool bytes)
     cancel_scene_t *c = &CS;
     memset(c, 0, sizeof *c);
     c->bytes = bytes;
-    if (memo_create(&c->m, NULL) != 0)
+    if (test_memo_create(&c->m, NULL) != 0)
         bail_out("memo_create");
     pthread_t owner, tids[CANCEL_WAITERS];
     pthread_create(&owner, NULL, cancel_owner, NULL);
@@ -1235,7 +1236,7 @@ static void test_cancel_nested(bool bytes)
     nested_cancel_t *c = &NC;
     memset(c, 0, sizeof *c);
     c->bytes = bytes;
-    if (memo_create(&c->m, NULL) != 0)
+    if (test_memo_create(&c->m, NULL) != 0)
         bail_out("memo_create");
     pthread_t tb, x, tids[A_WAITERS];
     pthread_create(&tb, NULL, b_owner, NULL);
@@ -1405,7 +1406,7 @@ static void test_timeouts(unsigned flags)
     memset(t, 0, sizeof *t);
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = flags;
-    if (memo_create(&t->m, &cfg) != 0)
+    if (test_memo_create(&t->m, &cfg) != 0)
         bail_out("memo_create");
     uint64_t  base = stats_of(t->m).bytes;
     pthread_t owners[2], tids[TIMED_THREADS];

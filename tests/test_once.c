@@ -17,6 +17,7 @@
  * count identities fail.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -103,7 +104,7 @@ static void run_herd(bool bytes)
     herd_t     *h = &herd;
     memset(h, 0, sizeof *h);
     h->bytes = bytes;
-    if (memo_create(&h->m, NULL) != 0)
+    if (test_memo_create(&h->m, NULL) != 0)
         bail_out("memo_create");
     tap_barrier_init(&h->start, HERD_THREADS);
     tap_barrier_init(&h->end, HERD_THREADS + 1);
@@ -296,7 +297,7 @@ static void run_churn(bool bytes)
     /* start small (no hint, 2 shards) so that the tables grow while threads insert */
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.shards = 2;
-    if (memo_create(&c->m, &cfg) != 0)
+    if (test_memo_create(&c->m, &cfg) != 0)
         bail_out("memo_create");
     tap_barrier_init(&c->start, CHURN_THREADS);
     pthread_t tids[CHURN_THREADS];

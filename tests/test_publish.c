@@ -11,6 +11,7 @@
  * rarely run inside the owner's window.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -147,7 +148,7 @@ int main(void)
     tap_watchdog(100);
     plan(4);
     memset(&P, 0, sizeof P);
-    if (memo_create(&P.m, NULL) != 0)
+    if (test_memo_create(&P.m, NULL) != 0)
         bail_out("memo_create");
     tap_barrier_init(&P.start, 4);
     tap_barrier_init(&P.end, 4);

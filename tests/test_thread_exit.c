@@ -16,6 +16,7 @@
  *    Catches pending frees that stay with a parked thread state until memo_destroy.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -110,7 +111,7 @@ static void test_late_release(void)
 {
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = MEMO_F_SYSTEM_ALLOC; /* exact byte counts; every free visible to ASan */
-    if (memo_create(&M, &cfg) != 0)
+    if (test_memo_create(&M, &cfg) != 0)
         bail_out("memo_create");
     atomic_store(&in_destructor, 0);
     atomic_store(&reclaimed, 0);
@@ -184,7 +185,7 @@ static void test_exited_retires(unsigned flags, const char *label)
 {
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.flags = flags;
-    if (memo_create(&M, &cfg) != 0)
+    if (test_memo_create(&M, &cfg) != 0)
         bail_out("memo_create");
     uint64_t empty = bytes_of(M);
     atomic_store(&holder_has_ref, 0);

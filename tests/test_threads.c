@@ -20,6 +20,7 @@
  * (SIGSEGV) in this binary.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -132,7 +133,7 @@ static void test_generations(void)
         cfg.flags = (g % 3 == 0) ? MEMO_F_SYSTEM_ALLOC : 0;
         cfg.shards = (unsigned)(1u << (g % 4));
         memo_t *m = NULL;
-        if (memo_create(&m, &cfg) != 0)
+        if (test_memo_create(&m, &cfg) != 0)
             bail_out("memo_create in generation %" PRIu64, g);
         for (uint64_t j = 0; j < g; j++)
             if (seen[j] == m) {
@@ -210,7 +211,7 @@ static void test_destroy_racing_exit(void)
     for (int round = 0; round < EXIT_ROUNDS; round++) {
         memo_config_t cfg = MEMO_CONFIG_INIT;
         cfg.flags = (round % 2) ? MEMO_F_SYSTEM_ALLOC : 0;
-        if (memo_create(&ER.m, &cfg) != 0)
+        if (test_memo_create(&ER.m, &cfg) != 0)
             bail_out("memo_create");
         pthread_t tids[EXITERS];
         for (unsigned i = 0; i < EXITERS; i++)
@@ -276,7 +277,7 @@ static void *short_thread(void *arg)
 static void test_short_lived_threads(void)
 {
     memset(&SH, 0, sizeof SH);
-    memo_create(&SH.m, NULL);
+    test_memo_create(&SH.m, NULL);
     tap_barrier_init(&SH.start, BATCH);
     for (unsigned done = 0; done < SHORT_THREADS; done += BATCH) {
         pthread_t tids[BATCH];

@@ -10,6 +10,7 @@
  * Verified against a mutated copy of src/: deadlines ignored -> 8 failures.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -84,7 +85,7 @@ static pthread_t start_owner(bool bytes, unsigned ms)
     memset(&S, 0, sizeof S);
     S.ms = ms;
     S.owner_rc = S.owner_rc_bytes = -100;
-    if (memo_create(&S.m, NULL) != 0)
+    if (test_memo_create(&S.m, NULL) != 0)
         bail_out("memo_create");
     pthread_t t;
     pthread_create(&t, NULL, bytes ? owner_bytes : owner_u64, &S);
@@ -173,7 +174,7 @@ static void test_own_fn_unbounded(bool bytes)
     const char *label = bytes ? "memo_get_timed" : "memo_get_u64_timed";
     memset(&S, 0, sizeof S);
     S.ms = 100;
-    memo_create(&S.m, NULL);
+    test_memo_create(&S.m, NULL);
     uint64_t t0 = tap_now_ns(), v = 0;
     int      rc;
     if (bytes) {
@@ -217,7 +218,7 @@ static void test_many_timed_waiters(void)
     /* u64 and byte keys both in flight; odd waiters use bytes */
     memset(&S, 0, sizeof S);
     S.ms = 400;
-    memo_create(&S.m, NULL);
+    test_memo_create(&S.m, NULL);
     pthread_t o1, o2;
     pthread_create(&o1, NULL, owner_u64, &S);
     pthread_create(&o2, NULL, owner_bytes, &S);

@@ -42,6 +42,7 @@
  *  - M3, M4, M7, M8 pass here: no failures, deaths, cycles or timeouts happen.
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -465,7 +466,7 @@ int main(void)
         memo_config_t cfg = MEMO_CONFIG_INIT;
         cfg.shards = SHARDS;
         cfg.expected_entries = 0;
-        if (memo_create(&R.m, &cfg) != 0)
+        if (test_memo_create(&R.m, &cfg) != 0)
             bail_out("memo_create");
         R.round = round;
         for (unsigned w = 0; w < WRITERS; w++)

@@ -77,6 +77,7 @@
  *    success, codes of unplanned runs, value not stored (lookups and stats.entries wrong).
  */
 #include "tap.h"
+#include "helpers.h"
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -160,7 +161,7 @@ static memo_t *new_memo(unsigned shards)
     memo_config_t cfg = MEMO_CONFIG_INIT;
     cfg.shards = shards;
     memo_t *m = NULL;
-    int     rc = memo_create(&m, &cfg);
+    int     rc = test_memo_create(&m, &cfg);
     if (rc != 0)
         bail_out("memo_create: %s", memo_strerror(rc));
     return m;
