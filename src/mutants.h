@@ -5,7 +5,8 @@
  * undefined (0) every `#if MEMO_MUTANT == N` below is compiled out.
  *
  * Each mutant sits at its exact spot in src/ as `#if MEMO_MUTANT == N` with a comment naming it.
- * The table below is parsed by scripts/mutants: "M<id> <name> <test binary that must catch it>".
+ * The table below is parsed by scripts/mutants: "M<id> <name> <test binary that must catch it>";
+ * "<test>:dense" runs that binary with dense keys (MEMO_TEST_DENSE_KEYS, tests/helpers.h).
  *
  * M1  double-compute      test_once        a miss inserts its marker without re-checking under the
  *                                          shard lock, replacing any marker there: two threads
@@ -28,6 +29,12 @@
  *                                          done: fn runs, its value is never stored (memo.c)
  * M10 constant-seed       test_hash        seed 0 gives every memo the same constant seed instead of
  *                                          a random one (hash.c)
+ * M11 dense-clear-no-scan  test_dense      a clear of dense keys gives a chunk back (madvise) without
+ *                                          first taking each slot: stored values vanish uncounted,
+ *                                          computations in flight are not detached (dense.c)
+ * M12 dense-publish-blind test_forget:dense a dense key's owner stores its value without checking
+ *                                          that the slot still holds its computation: a value
+ *                                          forgotten in flight is stored anyway (dense.c)
  */
 #ifndef MEMO_MUTANTS_H
 #define MEMO_MUTANTS_H
