@@ -26,7 +26,7 @@
 #include "dp.h"
 
 #define GRID_BLOCK 32
-#define GRID_MAX_LEN 0xFFFFFFFEu /* i and j are packed into 32 bits each */
+#define GRID_MAX_LEN 0xFFFFFFFEu /* i and j are 32-bit indices */
 
 struct grid {
     unsigned char *a, *b;

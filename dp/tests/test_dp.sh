@@ -272,6 +272,18 @@ run editdist --a "$work/a" --b "$work/b" --threads 2 --compare --no-progress
     $out == *"bottom-up reference"* && $out == *agrees* && $out == *"1 thread"* ]]
 ok $? "plain output: a summary with the answer, states, hits, waits and the comparison" "$out" "$err"
 
+run editdist --a "$work/a" --b "$work/b" --threads 2 --compare --json --no-progress
+[[ $rc == 0 && $(field memo "$out") == '"dense"' && $out == *'"other_memo":"hash"'* &&
+    $out == *'"other_states":42,'* && $out == *'"dense_vs_hash_speed":'* && $(field agrees "$out") == true ]]
+ok $? "storage: editdist is dense by default; --compare runs hash too, with the same states and answer" "$out" "$err"
+run editdist --a "$work/a" --b "$work/b" --memo hash --json --no-progress
+[[ $rc == 0 && $(field memo "$out") == '"hash"' && $(field answer "$out") == 3 && $(field states "$out") == 42 ]]
+ok $? "--memo hash: the hash table, the same answer and states" "$out" "$err"
+printf '3 4\n4 5\n' >"$work/items"
+run knapsack --items "$work/items" --capacity 7 --json --no-progress
+[[ $rc == 0 && $(field memo "$out") == '"hash"' ]]
+ok $? "knapsack (states with no key range) is hash by default" "$out" "$err"
+
 # ---- deep recursion --------------------------------------------------------------------------
 
 case $scale in
@@ -335,6 +347,9 @@ expect_bad "an unknown problem" "unknown problem" fibonacci
 expect_bad "an unknown option" "unknown option '--fast'" editdist --fast
 expect_bad "an option of another problem" "no option --items" editdist --items "$work/items"
 expect_bad "an option without its value" "needs a value" collatz --below
+expect_bad "--memo with an unknown storage" "--memo takes dense or hash, not 'tree'" editdist --memo tree
+expect_bad "--memo dense where the states form no key range" "no key range that dense keys can hold" \
+    knapsack --memo dense
 
 # Too big: refused before anything is allocated, with the estimate.
 expect_bad "collatz below 2^40: the memo would not fit" "too big for this machine's memory: the memo needs about .* TiB \\(1099511627774 states" \

@@ -265,6 +265,9 @@ static memo_config_t config_from(unsigned c, bool arena)
     cfg.shards = shard_table[c >> 4 & 7];
     cfg.expected_entries = expected_table[(c >> 7 & 1) | (c >> 1 & 2)];
     cfg.seed = (c + 1) * UINT64_C(0x9E3779B97F4A7C15); /* never 0 */
+    /* Dense keys below 43: u64 keys 0, 1, 2 and 42 take the flat table, the rest the hash table;
+     * the model is the same (every rule holds alike for dense keys). */
+    cfg.dense_keys = c & 8 ? 43 : 0;
     return cfg;
 }
 
@@ -1169,8 +1172,8 @@ static void memo_make(int mi, unsigned c)
     memset(mm, 0, sizeof *mm);
     mm->arena = take_arena(c);
     memo_config_t cfg = config_from(c, mm->arena);
-    TRACE("create memo %d: %s, %u shards, expected %zu", mi, mm->arena ? "arena" : "system alloc", cfg.shards,
-          cfg.expected_entries);
+    TRACE("create memo %d: %s, %u shards, expected %zu, dense keys %llu", mi, mm->arena ? "arena" : "system alloc",
+          cfg.shards, cfg.expected_entries, (unsigned long long)cfg.dense_keys);
     expect_rc(memo_create(&mm->m, &cfg), 0, "memo_create");
 }
 
