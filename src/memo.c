@@ -583,11 +583,13 @@ int memo__get_dense_slow(struct memo *m, uint64_t key, memo_fn_u64 *fn, void *ct
                            .deadline = deadline, .fn_u64 = fn, .ctx = ctx, .value = value };
     unsigned spins = 0;
     for (;;) {
-        if (memo__dense_hit(d, value)) {
+        if (memo__dense_hit(m->dense_chunks, m->dense, key, value)) {
             memo__count(&l->counters.hits);
             return 0;
         }
-        uint64_t w = atomic_load_explicit(&d->word, memory_order_acquire);
+        /* A chunk not committed holds no claim: its slot is not read (memo__dense_hit). */
+        uint64_t w = memo__dense_committed(m->dense_chunks, key >> MEMO__DENSE_CHUNK_SHIFT)
+                         ? atomic_load_explicit(&d->word, memory_order_acquire) : 0;
         int rc;
         if (w == 0) {
             bool again = false;
@@ -662,7 +664,7 @@ static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *
         if (key < m->dense_n) {
             /* Dense: the slot, no section (memo__dense_hit). */
             struct memo_local *l = t->cache_local;
-            if (memo__likely(memo__dense_hit(&m->dense[key], value))) {
+            if (memo__likely(memo__dense_hit(m->dense_chunks, m->dense, key, value))) {
                 memo__count(&l->counters.hits);
                 return 0;
             }
@@ -814,7 +816,7 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
     if (m == NULL || value == NULL)
         return MEMO_EINVAL;
     if (key < m->dense_n) {
-        if (!memo__dense_hit(&m->dense[key], value))
+        if (!memo__dense_hit(m->dense_chunks, m->dense, key, value))
             return MEMO_ENOENT;
         struct memo_local *l = memo__local(m);
         memo__count_hit(l != NULL ? l : m->spare); /* a lookup may not fail for want of memory */
