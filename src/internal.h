@@ -293,7 +293,8 @@ struct memo_thread {
     _Atomic uint64_t              wait_seq;
 
     /* Owned by the thread: */
-    /* The memo of the last call and this thread's local for it. memo_destroy clears cache_memo
+    /* The memo of the last call (MEMO__NO_MEMO: none) and this thread's local for it. memo_destroy
+     * clears cache_memo
      * (a compare-exchange under the registry lock) in every living thread that has a local for
      * the memo, so a later memo at the same address never finds the old local here. */
     alignas(MEMO__CACHELINE) _Atomic(struct memo *) cache_memo;
@@ -359,6 +360,9 @@ struct memo {
 /* thread.c */
 extern MEMO__HIDDEN __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self;
 extern MEMO__HIDDEN struct memo_thread memo__nobody;
+/* What a thread's cache_memo holds when it caches no memo: an address no memo has (not NULL, so
+ * that the hit paths need no test of m against NULL: a NULL m never matches the cache). */
+#define MEMO__NO_MEMO ((struct memo *)&memo__nobody)
 MEMO__HIDDEN struct memo_local *memo__local_slow(struct memo *m);
 MEMO__HIDDEN int memo__spare_init(struct memo *m);
 MEMO__HIDDEN struct memo_flight *memo__flight_push(struct memo_thread *t);

@@ -659,7 +659,11 @@ static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *
     } a;
     a.key = key, a.value = value, a.m = m, a.fn = fn, a.ctx = ctx; /* a.l: set on the hit path */
     struct memo_thread *t = memo__self;
-    if (memo__likely(m != NULL && fn != NULL && value != NULL &&
+    /* A filter, not the argument check (memo__get_u64_slow does that): m is not NULL if it is the
+     * cached memo (MEMO__NO_MEMO), and fn and value are not NULL if their bits have one in
+     * common, which pointers of one process almost always have; any call it lets past is
+     * checked in full on the slow path. */
+    if (memo__likely(((uintptr_t)fn & (uintptr_t)value) != 0 &&
                      atomic_load_explicit(&t->cache_memo, memory_order_relaxed) == m)) {
         if (key < m->dense_n) {
             /* Dense: the slot, no section (memo__dense_hit). */
@@ -732,8 +736,8 @@ static inline int memo__get_bytes(memo_t *m, const void *key, size_t key_len, me
     a.probe.head.a = key_len, a.probe.head.b = MEMO__PROBE_TAG, a.probe.key = key;
     a.ref = ref, a.m = m, a.fn = fn, a.ctx = ctx;
     struct memo_thread *t = memo__self;
-    if (memo__likely(m != NULL && fn != NULL && ref != NULL && (key != NULL || key_len == 0) &&
-                     atomic_load_explicit(&t->cache_memo, memory_order_relaxed) == m)) {
+    if (memo__likely(fn != NULL && ref != NULL && (key != NULL || key_len == 0) &&
+                     atomic_load_explicit(&t->cache_memo, memory_order_relaxed) == m)) { /* m: MEMO__NO_MEMO */
         a.l = t->cache_local;
         unsigned long hash = memo__hash_bytes(m, key, key_len);
         ck_epoch_begin(&a.l->record, NULL);

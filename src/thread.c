@@ -13,7 +13,7 @@
 
 /* Before its first call and after it exits, a thread's memo__self is memo__nobody: a thread
  * struct that is never used, whose cache matches no memo. The hit path then needs no NULL test. */
-struct memo_thread memo__nobody;
+struct memo_thread memo__nobody = { .cache_memo = MEMO__NO_MEMO };
 __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self = &memo__nobody;
 
 static pthread_mutex_t memo__registry = PTHREAD_MUTEX_INITIALIZER;
@@ -75,7 +75,7 @@ void memo__registry_remove_locals(struct memo *m)
             /* t is not using m (memo_destroy's contract); if its last call was on m, its cache
              * must not match a later memo made at m's address. */
             struct memo *cached = m;
-            atomic_compare_exchange_strong_explicit(&t->cache_memo, &cached, NULL, memory_order_relaxed,
+            atomic_compare_exchange_strong_explicit(&t->cache_memo, &cached, MEMO__NO_MEMO, memory_order_relaxed,
                                                     memory_order_relaxed);
         }
     }
@@ -175,7 +175,7 @@ static void memo__thread_park_locals(struct memo_thread *t, bool locked)
 /* Puts t, whose thread has exited, into the pool; the caller holds the registry lock. */
 static void memo__thread_pool_put(struct memo_thread *t)
 {
-    atomic_store_explicit(&t->cache_memo, NULL, memory_order_relaxed);
+    atomic_store_explicit(&t->cache_memo, MEMO__NO_MEMO, memory_order_relaxed);
     t->cache_local = NULL;
     t->exit_rounds = 0;
     t->pooled = true;
@@ -264,6 +264,7 @@ static struct memo_thread *memo__thread_new(void)
         if (t == NULL)
             return NULL;
         memset(t, 0, sizeof *t);
+        atomic_init(&t->cache_memo, MEMO__NO_MEMO);
         atomic_init(&t->wait_gen, 0);
         atomic_init(&t->wait_flight, NULL);
         atomic_init(&t->wait_seq, 0);
