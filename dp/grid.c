@@ -242,8 +242,10 @@ typedef int grid_cell_fn(const struct grid_run *r, uint32_t i, uint32_t j, uint6
  * keys, so a block is ~70 us of work: a follower that catches up would otherwise go to sleep
  * (a futex wait) and cost the thread it waits for a futex wake, on the pipeline's critical path,
  * every time. Measured with editdist 3000x3000 on 2 threads, dense keys: 2-thread runs took
- * 0.41 to 0.62 s, in step with their 200 to 2900 waits. Only when every thread has a CPU of its
- * own: otherwise the spin would take the CPU from the thread it waits for. Past the bound the
+ * 0.41 to 0.62 s, in step with their 200 to 2900 waits. Only on dense keys (on the hash table a
+ * state costs ~0.9 us and a block ~1 ms, against which a sleep and a wake-up are small; spinning
+ * there measured no better), and only when every thread has a CPU of its own: otherwise the spin
+ * would take the CPU from the thread it waits for. Past the bound the
  * call goes on and memo's own waiting takes over (a thread that fails never blocks the others).
  */
 #define GRID_SPIN_NS 2000000
@@ -268,7 +270,7 @@ static int grid_work(struct dp_job *job, unsigned thread, grid_cell_fn *cell)
 {
     const struct grid_run *r = job->run;
     uint32_t rows = (r->n + GRID_BLOCK - 1) / GRID_BLOCK, cols = (r->m + GRID_BLOCK - 1) / GRID_BLOCK;
-    bool spin = job->threads <= dp_cpu_count();
+    bool spin = job->dense && job->threads <= dp_cpu_count();
     uint64_t v;
     int rc;
     for (uint32_t bi = thread; job->split && bi < rows; bi += job->threads) {
