@@ -27,7 +27,8 @@
  *    record and counters, ~200 bytes) until it exits; states are reused by later threads.
  *  - memos: any number alive at once (memory is the only bound).
  *  - entries: at most 2^30 per shard (stored values and computations in flight), so a memo
- *    holds at most shards x 2^30; past that a miss returns MEMO_ENOMEM.
+ *    holds at most shards x 2^30; past that a miss returns MEMO_ENOMEM. Dense keys: at most
+ *    2^40 (memo_config_t.dense_keys), in address space that memo_create reserves.
  *  - keys and values: any length that malloc can give, less memo's header (~80 bytes).
  *  - a chain of threads waiting on each other's computations is followed 4096 links deep to
  *    detect a cycle; a longer chain is not reported by the thread at its end (the others are).
@@ -298,7 +299,8 @@ MEMO_EXPORT int memo_forget_u64(memo_t *m, uint64_t key);
  * does the same for every key, shard by shard (not one atomic step across keys): each shard's
  * tables are swapped for empty ones and its packed values dropped with their slabs, in one step,
  * and given back once no reader can see them (cost: a scan of the shard's slots, no work per
- * value but for values over 512 bytes). Neither needs memory: they work even when the calling
+ * value but for values over 512 bytes); dense keys' committed chunks are emptied and given back
+ * to the system (a scan of their slots and one madvise per chunk). Neither needs memory: they work even when the calling
  * thread's state for m cannot be made.
  */
 MEMO_EXPORT int  memo_forget(memo_t *m, const void *key, size_t key_len); /* 0, MEMO_ENOENT, MEMO_EINVAL */
