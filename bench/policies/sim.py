@@ -20,7 +20,8 @@ The policies, as published:
             segmented LRU (20% probation, 80% protected); a key leaving the window is admitted to
             the main cache only if a count-min sketch (4-bit counters, 4 rows, halved every 10 x
             capacity additions) estimates it more frequent than the main cache's victim.
-  wtinylfu20  the same with a 20% window (Caffeine moves its window between these by hill climbing).
+  wtinylfu20  the same with a 20% window.
+  wtinylfu_hc the same with a window that moves by hill climbing on the hit ratio (Caffeine's).
   clock2    CLOCK with a 2-bit counter per entry (a hit saturates it at 3, the hand decrements):
             the cheapest policy whose hits write nothing once the counter is saturated.
 """
@@ -221,6 +222,76 @@ def wtinylfu(trace, cap, window_frac=0.01):
     return hits
 
 
+def wtinylfu_adaptive(trace, cap):
+    """W-TinyLFU whose window moves by hill climbing, as Caffeine's: every 10 x capacity requests
+    the hit ratio of the period is compared with the previous one's; the window keeps growing or
+    shrinking while that helps, and turns round when it does not, with a step that starts at
+    6.25% of the capacity and decays by 0.98 a period."""
+    main_total = cap
+    w_cap = max(1, int(cap * 0.01))
+    window, prob, prot = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
+    sketch = CountMin(cap)
+    hits = 0
+    period, seen, period_hits, prev_rate = 10 * cap, 0, 0, None
+    step = max(1.0, cap * 0.0625)
+    direction = 1
+
+    def main_cap():
+        return main_total - w_cap
+
+    def shrink_main():
+        while len(prob) + len(prot) > max(0, main_cap()):
+            if prob:
+                d, _ = prob.popitem(last=False)
+            else:
+                d, _ = prot.popitem(last=False)
+
+    for k in trace:
+        sketch.add(k)
+        seen += 1
+        hit = True
+        if k in window:
+            window.move_to_end(k)
+        elif k in prot:
+            prot.move_to_end(k)
+        elif k in prob:
+            del prob[k]
+            prot[k] = True
+            while len(prot) > int(max(0, main_cap()) * 0.8):
+                d, _ = prot.popitem(last=False)
+                prob[d] = True
+        else:
+            hit = False
+            window[k] = True
+            while len(window) > w_cap:
+                cand, _ = window.popitem(last=False)
+                if main_cap() <= 0:
+                    continue
+                if len(prob) + len(prot) < main_cap():
+                    prob[cand] = True
+                    continue
+                victim = next(iter(prob)) if prob else next(iter(prot))
+                if sketch.estimate(cand) > sketch.estimate(victim):
+                    if prob:
+                        prob.popitem(last=False)
+                    else:
+                        prot.popitem(last=False)
+                    prob[cand] = True
+        if hit:
+            hits += 1
+            period_hits += 1
+        if seen == period:
+            rate = period_hits / period
+            if prev_rate is not None and rate < prev_rate:
+                direction = -direction
+            prev_rate = rate
+            w_cap = int(min(cap * 0.8, max(1, w_cap + direction * step)))
+            step = max(1.0, step * 0.98)
+            shrink_main()
+            seen = period_hits = 0
+    return hits
+
+
 def clock2(trace, cap):
     keys, cnt, index = [None] * cap, [0] * cap, {}
     hand, n, hits = 0, 0, 0
@@ -247,7 +318,7 @@ def clock2(trace, cap):
 
 
 POLICIES = {"lru": lru, "sieve": sieve, "s3fifo": s3fifo, "wtinylfu": wtinylfu, "clock2": clock2,
-            "wtinylfu20": lambda t, c: wtinylfu(t, c, window_frac=0.2)}
+            "wtinylfu20": lambda t, c: wtinylfu(t, c, window_frac=0.2), "wtinylfu_hc": wtinylfu_adaptive}
 
 
 def main():
