@@ -48,6 +48,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h> /* MEMO_DEFINE copies keys and results with memcpy */
 
 #ifdef __cplusplus
 extern "C" {
@@ -355,6 +356,105 @@ MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn,
         return memo__define_call(name##_memo(), arg, name##_memo__fn, #name);             \
     }                                                                                     \
     static uint64_t name##_memo__body(uint64_t arg)
+
+/* ---------------------------------------------------------------------------------------------
+ * The decorator for any signature: one to four arguments of any types that can be copied with =.
+ *
+ *   MEMO_DEFINE(uint64_t, binom, (uint32_t, n), (uint32_t, k))
+ *   {
+ *       return k == 0 || k == n ? 1 : binom(n - 1, k - 1) + binom(n - 1, k);
+ *   }
+ *
+ * defines  uint64_t binom(uint32_t n, uint32_t k);  and  memo_t *binom_memo(void);
+ * The key is the arguments' bytes, copied into a struct that is zeroed first (so its padding is
+ * zero): two calls share a value exactly when their arguments are bitwise equal (0.0 and -0.0 are
+ * different keys; a pointer is keyed by its address). The result is stored by value, its bytes.
+ * When the key and the result fit in 8 bytes each, the memo's u64 key space is used (no ref, no
+ * allocation per hit); otherwise its byte keys. The memo is made on first use, thread-safely, and
+ * shared by every thread; a memo error inside (a cycle, no memory) prints memo_strerror and
+ * aborts, as MEMO_DEFINE_U64 does. Each argument is written (type, name); a malformed one is a
+ * compiler error that names MEMO__ARG_TYPE or MEMO__ARG_NAME.
+ */
+MEMO_EXPORT void memo__define_get(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *result,
+                                  size_t result_len, const char *name);
+
+#define MEMO__CAT(a, b) MEMO__CAT_(a, b)
+#define MEMO__CAT_(a, b) a##b
+#define MEMO__NARGS(...) MEMO__NARGS_(__VA_ARGS__, 4, 3, 2, 1, 0)
+#define MEMO__NARGS_(a1, a2, a3, a4, n, ...) n
+#define MEMO__ARG_TYPE(t, n) t
+#define MEMO__ARG_NAME(t, n) n
+#define MEMO__TYPE(p) MEMO__ARG_TYPE p
+#define MEMO__NAME(p) MEMO__ARG_NAME p
+#define MEMO__PARAM(p) MEMO__TYPE(p) MEMO__NAME(p)
+#define MEMO__FIELD(p) MEMO__TYPE(p) MEMO__NAME(p);
+#define MEMO__SET(k, p) (k).MEMO__NAME(p) = MEMO__NAME(p);
+#define MEMO__GET(k, p) (k).MEMO__NAME(p)
+
+#define MEMO__EACH_1(m, x, a) m(x, a)
+#define MEMO__EACH_2(m, x, a, ...) m(x, a) MEMO__EACH_1(m, x, __VA_ARGS__)
+#define MEMO__EACH_3(m, x, a, ...) m(x, a) MEMO__EACH_2(m, x, __VA_ARGS__)
+#define MEMO__EACH_4(m, x, a, ...) m(x, a) MEMO__EACH_3(m, x, __VA_ARGS__)
+#define MEMO__EACH(m, x, ...) MEMO__CAT(MEMO__EACH_, MEMO__NARGS(__VA_ARGS__))(m, x, __VA_ARGS__)
+#define MEMO__LIST_1(m, x, a) m(x, a)
+#define MEMO__LIST_2(m, x, a, ...) m(x, a), MEMO__LIST_1(m, x, __VA_ARGS__)
+#define MEMO__LIST_3(m, x, a, ...) m(x, a), MEMO__LIST_2(m, x, __VA_ARGS__)
+#define MEMO__LIST_4(m, x, a, ...) m(x, a), MEMO__LIST_3(m, x, __VA_ARGS__)
+#define MEMO__LIST(m, x, ...) MEMO__CAT(MEMO__LIST_, MEMO__NARGS(__VA_ARGS__))(m, x, __VA_ARGS__)
+#define MEMO__FIELD_X(x, p) MEMO__FIELD(p)
+#define MEMO__PARAM_X(x, p) MEMO__PARAM(p)
+#define MEMO__SET_X(k, p) MEMO__SET(k, p)
+#define MEMO__GET_X(k, p) MEMO__GET(k, p)
+
+#define MEMO_DEFINE(ret, name, ...)                                                                 \
+    struct name##_memo__key { MEMO__EACH(MEMO__FIELD_X, _, __VA_ARGS__) };                          \
+    static ret name##_memo__body(MEMO__LIST(MEMO__PARAM_X, _, __VA_ARGS__));                       \
+    static ret name##_memo__run(const void *key)                                                    \
+    {                                                                                               \
+        struct name##_memo__key k;                                                                  \
+        memcpy(&k, key, sizeof k);                                                                  \
+        return name##_memo__body(MEMO__LIST(MEMO__GET_X, k, __VA_ARGS__));                          \
+    }                                                                                               \
+    static int name##_memo__fn_u64(void *ctx, uint64_t key, uint64_t *value)                        \
+    {                                                                                               \
+        ret r = name##_memo__run(&key);                                                             \
+        uint64_t v = 0;                                                                             \
+        (void)ctx;                                                                                  \
+        memcpy(&v, &r, sizeof r < sizeof v ? sizeof r : sizeof v);                                  \
+        *value = v;                                                                                 \
+        return 0;                                                                                   \
+    }                                                                                               \
+    static int name##_memo__fn(void *ctx, const void *key, size_t key_len, memo_result_t *out)      \
+    {                                                                                               \
+        ret r = name##_memo__run(key);                                                              \
+        (void)ctx;                                                                                  \
+        (void)key_len;                                                                              \
+        return memo_result_set(out, &r, sizeof r);                                                  \
+    }                                                                                               \
+    memo_t *name##_memo(void)                                                                       \
+    {                                                                                               \
+        static memo_t *volatile name##_memo__slot;                                                  \
+        return memo__define_memo(&name##_memo__slot);                                               \
+    }                                                                                               \
+    ret name(MEMO__LIST(MEMO__PARAM_X, _, __VA_ARGS__))                                             \
+    {                                                                                               \
+        /* memo__ names: the arguments' own names are in scope here */                              \
+        struct name##_memo__key memo__k;                                                            \
+        ret memo__r;                                                                                \
+        memset(&memo__k, 0, sizeof memo__k);                                                        \
+        MEMO__EACH(MEMO__SET_X, memo__k, __VA_ARGS__)                                               \
+        if (sizeof memo__k <= sizeof(uint64_t) && sizeof memo__r <= sizeof(uint64_t)) {             \
+            uint64_t memo__key = 0, memo__v;                                                        \
+            memcpy(&memo__key, &memo__k, sizeof memo__k < 8 ? sizeof memo__k : 8);                  \
+            memo__v = memo__define_call(name##_memo(), memo__key, name##_memo__fn_u64, #name);      \
+            memcpy(&memo__r, &memo__v, sizeof memo__r < 8 ? sizeof memo__r : 8);                    \
+        } else {                                                                                    \
+            memo__define_get(name##_memo(), &memo__k, sizeof memo__k, name##_memo__fn, &memo__r,    \
+                             sizeof memo__r, #name);                                                \
+        }                                                                                           \
+        return memo__r;                                                                             \
+    }                                                                                               \
+    static ret name##_memo__body(MEMO__LIST(MEMO__PARAM_X, _, __VA_ARGS__))
 
 #ifdef __cplusplus
 }

@@ -1013,3 +1013,20 @@ uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn, const char 
     }
     return value;
 }
+
+/* ---- MEMO_DEFINE ---------------------------------------------------------------------------- */
+
+void memo__define_get(memo_t *m, const void *key, size_t key_len, memo_fn *fn, void *result, size_t result_len,
+                      const char *name)
+{
+    memo_ref_t ref = MEMO_REF_INIT;
+    int rc = memo_get(m, key, key_len, fn, NULL, &ref);
+    if (rc == 0 && ref.len != result_len)
+        rc = MEMO_EINVAL; /* cannot happen: every value of this memo is a result's bytes */
+    if (rc != 0) {
+        fprintf(stderr, "memo: %s: %s\n", name, memo_strerror(rc));
+        abort();
+    }
+    memcpy(result, ref.data, result_len);
+    memo_release(&ref);
+}

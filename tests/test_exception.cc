@@ -1,6 +1,6 @@
 /*
  * test_exception (C++17): a C++ exception thrown through fn, and the C++ twin that proves
- * <memo.h> compiles as C++ (MEMO_DEFINE_U64, MEMO_CONFIG_INIT, MEMO_REF_INIT).
+ * <memo.h> compiles as C++ (MEMO_DEFINE_U64, MEMO_DEFINE, MEMO_CONFIG_INIT, MEMO_REF_INIT).
  *
  * Catches: a memo built without -fexceptions or without a cleanup on the fn call (the exception
  * reaches the caller but the in-flight marker stays: waiters sleep forever and the next call
@@ -21,6 +21,16 @@
 #include "helpers.h"
 
 #include <memo.h>
+
+struct cxx_pair {
+    double   x;
+    uint16_t y;
+};
+MEMO_DEFINE(cxx_pair, cxx_split, (uint32_t, a), (double, b), (uint8_t, c))
+{
+    cxx_pair p = { b * 2, static_cast<uint16_t>(a + c) };
+    return p;
+}
 
 MEMO_DEFINE_U64(cxx_fib, n)
 {
@@ -255,6 +265,8 @@ void test_header_in_cxx()
     for (auto &t : ts)
         t.join();
     is_u64(cxx_fib(90), 2880067194370816120ull, "C++: MEMO_DEFINE_U64 fib(90)");
+    cxx_pair sp = cxx_split(40, 1.5, 2), sp2 = cxx_split(40, 1.5, 2);
+    is_int(sp.x == 3.0 && sp.y == 42 && sp2.x == 3.0 && sp2.y == 42, 1, "C++: MEMO_DEFINE, three arguments, a struct result");
     is_int(wrong.load(), 0, "C++: MEMO_DEFINE_U64 fib(0..90) from 8 threads all right");
     memo_stats_t s;
     memo_stats(cxx_fib_memo(), &s);

@@ -1,0 +1,151 @@
+/*
+ * test_define: MEMO_DEFINE, the decorator for functions of one to four arguments of any copyable
+ * types (memo.h).
+ *
+ *  - values: binomials through a two-argument recursion; a four-argument function of a struct with
+ *    padding, a double, a pointer and a uint16_t, returning a struct with padding (the byte-key
+ *    path); a one-argument double function (the u64 path).
+ *  - each state computed once: binom(n, k) asked from 8 threads at once (more than the CPUs; a
+ *    barrier, a watchdog) computes exactly the (n, k) pairs the recursion reaches, once each
+ *    (memo_stats.misses of binom_memo()), and every thread gets the right value. Catches a key
+ *    that is not the arguments' bytes (pairs that collide or never match: wrong values or extra
+ *    misses), and a memo made twice by racing first calls (misses counted in a memo that is lost).
+ *  - bitwise keys: 0.0 and -0.0 are different keys; a struct argument's padding does not split a
+ *    key (the key struct is zeroed before the fields are copied in); a pointer argument is keyed by
+ *    its address.
+ */
+#include "tap.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <memo.h>
+
+static atomic_uint binom_calls;
+
+MEMO_DEFINE(uint64_t, binom, (uint32_t, n), (uint32_t, k))
+{
+    atomic_fetch_add(&binom_calls, 1);
+    return k == 0 || k == n ? 1 : binom(n - 1, k - 1) + binom(n - 1, k);
+}
+
+struct pt {
+    int8_t  a; /* 7 bytes of padding follow */
+    int64_t b;
+};
+struct res {
+    double x;
+    char   tag; /* 7 bytes of padding follow */
+};
+static atomic_uint mix_calls;
+
+MEMO_DEFINE(struct res, mix, (struct pt, p), (double, d), (const char *, s), (uint16_t, w))
+{
+    atomic_fetch_add(&mix_calls, 1);
+    struct res r;
+    memset(&r, 0, sizeof r);
+    r.x = (double)p.a + (double)p.b * d + w;
+    r.tag = s[0];
+    return r;
+}
+
+static atomic_uint neg_calls;
+
+MEMO_DEFINE(double, neg, (double, x))
+{
+    atomic_fetch_add(&neg_calls, 1);
+    return -x;
+}
+
+MEMO_DEFINE(int8_t, narrow, (int8_t, a), (uint16_t, b), (int32_t, c))
+{
+    return (int8_t)(a + b + c);
+}
+
+static uint64_t binom_ref(uint32_t n, uint32_t k)
+{
+    uint64_t r = 1;
+    for (uint32_t i = 1; i <= k; i++)
+        r = r * (n - k + i) / i;
+    return r;
+}
+
+#define THREADS 8
+static pthread_barrier_t start;
+static atomic_int wrong;
+
+static void *binom_thread(void *arg)
+{
+    unsigned t = *(const unsigned *)arg;
+    tap_barrier_wait(&start);
+    for (uint32_t n = 40 + t % 3; n <= 60; n++)
+        if (binom(n, n / 2) != binom_ref(n, n / 2))
+            atomic_fetch_add(&wrong, 1);
+    return NULL;
+}
+
+int main(void)
+{
+    tap_watchdog(60);
+    plan_no_plan();
+
+    /* Recursion from 8 threads; each (n, k) with 0 < k < n reachable from (60, 30) computed once. */
+    static unsigned ids[THREADS];
+    pthread_t tids[THREADS];
+    for (unsigned i = 0; i < THREADS; i++)
+        ids[i] = i;
+    tap_barrier_init(&start, THREADS);
+    tap_start_threads(tids, THREADS, binom_thread, ids, sizeof ids[0]);
+    if (tap_join_threads_timed(tids, THREADS, 50) != 0)
+        bail_out("binom threads did not finish");
+    tap_barrier_destroy(&start);
+    is_int(atomic_load(&wrong), 0, "binom(n, n/2) for n up to 60, from %d threads: every value right", THREADS);
+    /* The states: the pairs (m, j) below (60, 30) with j <= 30 and m - j <= 30 (every thread's
+     * (n, n/2) is among them); the borders k == 0 and k == n are states too (their calls are
+     * memoized), except (0, 0), which only the borders (1, 0) and (1, 1) would ask for. */
+    memo_stats_t st;
+    memo_stats(binom_memo(), &st);
+    uint64_t states = 0;
+    for (uint32_t m = 1; m <= 60; m++)
+        for (uint32_t j = 0; j <= m; j++)
+            states += j <= 30 && m - j <= 30;
+    is_u64(st.misses, states, "each (n, k) computed once: misses = the %llu states reached", (unsigned long long)states);
+    is_u64(atomic_load(&binom_calls), states, "the body ran once per state");
+    is_u64(st.entries, states, "entries: one per state");
+    is_u64(binom(60, 30), 118264581564861424u, "binom(60, 30)");
+
+    /* Four arguments, struct argument and result with padding: the byte path. */
+    struct pt p1, p2;
+    memset(&p1, 0, sizeof p1);
+    memset(&p2, 0xAB, sizeof p2); /* other padding bytes */
+    p1.a = p2.a = 3;
+    p1.b = p2.b = 10;
+    static const char *label = "zeta";
+    struct res r1 = mix(p1, 2.5, label, 7);
+    is_int(r1.x == 3 + 25 + 7 && r1.tag == 'z', 1, "mix(): a struct result with padding comes back whole");
+    struct res r2 = mix(p2, 2.5, label, 7);
+    is_int(r2.x == r1.x && r2.tag == r1.tag, 1, "the same arguments with other padding in the struct argument");
+    is_u64(atomic_load(&mix_calls), 2, "... are another key (a struct argument is keyed by its bytes, padding included)");
+    (void)mix(p1, 2.5, label, 7);
+    is_u64(atomic_load(&mix_calls), 2, "the same arguments again: a hit");
+    static const char other[] = "zeta";
+    (void)mix(p1, 2.5, other, 7);
+    is_u64(atomic_load(&mix_calls), 3, "a pointer argument is keyed by its address, not what it points to");
+
+    /* One double: the u64 path; bitwise keys. */
+    double a = neg(0.0), b = neg(-0.0);
+    is_int(a == 0.0 && b == 0.0, 1, "neg(0.0) and neg(-0.0) are right");
+    is_u64(atomic_load(&neg_calls), 2, "0.0 and -0.0 are different keys");
+    (void)neg(0.0);
+    is_u64(atomic_load(&neg_calls), 2, "neg(0.0) again: a hit");
+    memo_stats(neg_memo(), &st);
+    is_u64(st.hits, 1, "neg's memo counted one hit");
+
+    /* Mixed widths: int8_t, uint16_t, int32_t in 8 bytes with padding zeroed: the u64 path. */
+    is_int(narrow(-3, 300, -290), 7, "narrow(-3, 300, -290)");
+    is_int(narrow(-3, 300, -290), 7, "... again");
+    memo_stats(narrow_memo(), &st);
+    is_u64(st.misses, 1, "narrow: one computation");
+    is_u64(st.hits, 1, "narrow: one hit");
+    return done_testing();
+}
