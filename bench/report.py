@@ -358,6 +358,11 @@ def targets(groups):
         r = paired_ratio(hm, dm, "items_per_second")
         out.append((f"dense hit, 64K u64 uniform, {t} thread{'s' if t > 1 else ''}: memo_dense time / hashed memo hit time",
                     ratio_cell(r), "<= 0.2", r[0] is not None and r[0] <= 0.2))
+    du = get(groups, "W1_define", "MEMO_DEFINE_U64", "u64", "uniform", "keys:65536")
+    dp2 = get(groups, "W1_define", "MEMO_DEFINE_2xu32", "u64", "uniform", "keys:65536")
+    r = paired_ratio(du, dp2, "items_per_second")
+    out.append(("hit through MEMO_DEFINE with two uint32_t arguments / through MEMO_DEFINE_U64, 64K keys, 1 thread",
+                ratio_cell(r), "<= 1.10", r[0] is not None and r[0] <= 1.10))
     out.extend(dp_targets(groups))
     dup3 = [g.hi("duplicates") for k, g in groups.items() if k[0][:2] == ("W3_zipf", "memo")]
     out.append(("W3 memo duplicate computations (max over every cost, thread count, repetition)",

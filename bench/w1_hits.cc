@@ -109,6 +109,37 @@ void stop_streamer(const benchmark::State &)
     g_streamer = -1;
 }
 
+// The decorators: a hit through MEMO_DEFINE with two uint32_t arguments against one through
+// MEMO_DEFINE_U64, over the same 64K keys (each memo holds them all before the timed loop).
+} // namespace
+MEMO_DEFINE_U64(bench_define_u64, k) { return k * 3 + 1; }
+MEMO_DEFINE(uint64_t, bench_define_pair, (uint32_t, a), (uint32_t, b)) { return ((uint64_t)a << 8 | b) * 3 + 1; }
+namespace {
+
+template <bool Pair> void BM_define(benchmark::State &st)
+{
+    const uint64_t n = 65536;
+    static std::once_flag filled[2];
+    std::call_once(filled[Pair], [n] {
+        for (uint64_t i = 0; i < n; i++)
+            Pair ? (void)bench_define_pair((uint32_t)(i >> 8), (uint32_t)(i & 255)) : (void)bench_define_u64(i);
+    });
+    Rng rng(0x99 + (uint64_t)st.thread_index());
+    uint64_t sum = 0;
+    for (auto _ : st) {
+        uint64_t i = rng.below(n);
+        sum += Pair ? bench_define_pair((uint32_t)(i >> 8), (uint32_t)(i & 255)) : bench_define_u64(i);
+    }
+    benchmark::DoNotOptimize(sum);
+    st.SetItemsProcessed(st.iterations());
+}
+
+void add_define()
+{
+    benchmark::RegisterBenchmark("W1_define/MEMO_DEFINE_U64/u64/uniform/keys:65536", BM_define<false>)->UseRealTime()->Threads(1);
+    benchmark::RegisterBenchmark("W1_define/MEMO_DEFINE_2xu32/u64/uniform/keys:65536", BM_define<true>)->UseRealTime()->Threads(1);
+}
+
 template <class P> void add_pressure()
 {
     const size_t n = 65536;
@@ -133,6 +164,7 @@ void register_w1()
         if (n == 65536)
             add_all<uint64_t>("u64", n, true, with_over);
     }
+    add_define();
     add_pressure<MemoPeer>();
     add_pressure<CkRawPeer>();
     add_pressure<TbbHashMapPeer<uint64_t>>();
