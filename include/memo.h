@@ -91,8 +91,8 @@ MEMO_EXPORT const char *memo_version(void);
 typedef struct memo memo_t; /* opaque */
 
 /* 0.2: bounds, expiry, the removal callback and the clock (API.md "0.2"). Their fields are part of
- * memo_config_t from this version on, so that a config's layout is the contract's; this version
- * does not implement them yet: memo_create refuses a config that sets any of them (MEMO_EINVAL). */
+ * memo_config_t from this version on, so that a config's layout is the contract's; memo_create
+ * of this version refuses a config that sets any of them (MEMO_EINVAL). */
 typedef uint64_t memo_clock_fn(void *ctx);            /* nanoseconds; never goes backwards */
 
 typedef struct memo_removal {
@@ -164,8 +164,9 @@ typedef struct memo_config {
  * two, more than 4096 shards, unknown flags, and an expected_entries past what the shards can
  * hold (shards x 2^30). expected_entries presizes the tables for at most 2^24 entries (about
  * 300 MiB of tables); a larger memo grows past that as entries come; it sizes the hash table
- * only (dense keys need no hint). Any of the 0.2 fields from max_entries to clock_ctx set is
- * MEMO_EINVAL in this version (not implemented yet). *out is set only on success.
+ * only (dense keys need no hint). This version refuses a config that sets any of the 0.2 fields
+ * from max_entries to clock_ctx (MEMO_EINVAL): bounds and expiry come with a later version.
+ * *out is set only on success.
  * Returns 0, MEMO_EINVAL or MEMO_ENOMEM. May block (briefly, on a process-wide lock).
  * May be called inside a compute function.
  */

@@ -10,7 +10,9 @@
 #define MEMO_TESTS_HELPERS_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <memo.h>
 
@@ -33,6 +35,19 @@ static inline int test_memo_create(memo_t **m, const memo_config_t *cfg)
         c = *cfg;
     c.dense_keys = dense;
     return memo_create(m, &c);
+}
+
+/* The process's resident set in KiB, from /proc/self/statm; -1 if it cannot be read. */
+static inline long test_resident_kib(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 #endif /* MEMO_TESTS_HELPERS_H */

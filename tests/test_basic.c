@@ -868,18 +868,6 @@ static void test_nested_calls(void)
  * arena behind (3000 memos: ~12 MiB); anything else a memo leaves behind after memo_destroy.
  * Resident size is read from /proc; under sanitizers (system allocator, shadow memory) the
  * bound is left to LSan. */
-static long resident_kib(void)
-{
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL)
-        return -1;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = -1;
-    fclose(f);
-    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static int churn_fn(void *ctx, uint64_t key, uint64_t *value)
 {
     (void)ctx;
@@ -896,7 +884,7 @@ static void test_create_destroy_churn(void)
     int failures = 0;
     for (int i = 0; i < WARMUP + MEMOS; i++) {
         if (i == WARMUP)
-            before = resident_kib();
+            before = test_resident_kib();
         memo_t *m = NULL;
         if (test_memo_create(&m, &cfg) != 0) {
             failures++;
@@ -909,7 +897,7 @@ static void test_create_destroy_churn(void)
         }
         memo_destroy(m);
     }
-    long after = resident_kib();
+    long after = test_resident_kib();
     is_int(failures, 0, "%d memos made, used and destroyed in turn", MEMOS);
 #ifdef TAP_SANITIZED
     skip(1, "resident size under a sanitizer's shadow memory and system allocator says nothing");

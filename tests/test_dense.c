@@ -66,18 +66,6 @@ static memo_stats_t stats_of(memo_t *m)
     return s;
 }
 
-static long resident_kib(void)
-{
-    long pages = 0, resident = -1;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL)
-        return -1;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = -1;
-    fclose(f);
-    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void test_create(void)
 {
     static const struct {
@@ -167,7 +155,7 @@ static void test_bytes_and_clear(void)
     cmp_u64(stats_of(m).bytes - s0.bytes - CHUNK_BYTES, <=, MARKERS_KEPT_MAX, "... commits nothing more");
     is_int(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "the last key (a chunk of 100 keys)");
     cmp_u64(stats_of(m).bytes - s0.bytes - (CHUNK_BYTES + 100 * 16), <=, MARKERS_KEPT_MAX, "... commits its 1600 bytes");
-    long rss0 = resident_kib();
+    long rss0 = test_resident_kib();
     for (uint64_t k = 0; k < n; k++)
         if (memo_get_u64(m, k, f_fn, NULL, &v) != 0 || v != f_of(k))
             bail_out("key %llu", (unsigned long long)k);
@@ -175,9 +163,9 @@ static void test_bytes_and_clear(void)
     is_u64(s.entries, n, "every key stored");
     cmp_u64(s.bytes - s0.bytes - (chunks * CHUNK_BYTES + 100 * 16), <=, MARKERS_KEPT_MAX,
             "bytes: every chunk, 16 per key");
-    long rss1 = resident_kib();
+    long rss1 = test_resident_kib();
     memo_clear(m);
-    long rss2 = resident_kib();
+    long rss2 = test_resident_kib();
     s = stats_of(m);
     is_u64(s.entries, 0, "memo_clear: no entries");
     cmp_u64(s.bytes - s0.bytes, <=, MARKERS_KEPT_MAX, "memo_clear: bytes back to the level before the first key");
