@@ -339,6 +339,14 @@ MEMO_EXPORT void memo_stats(memo_t *m, memo_stats_t *out);
 MEMO_EXPORT memo_t *memo__define_memo(memo_t *volatile *slot);
 MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn, const char *name);
 
+/* name##_memo(): the decorator's memo, made on first use (memo__define_memo). */
+#define MEMO__DEFINE_ACCESSOR(name)                                                       \
+    memo_t *name##_memo(void)                                                             \
+    {                                                                                     \
+        static memo_t *volatile name##_memo__slot;                                        \
+        return memo__define_memo(&name##_memo__slot);                                     \
+    }
+
 #define MEMO_DEFINE_U64(name, arg)                                                        \
     static uint64_t name##_memo__body(uint64_t arg);                                      \
     static int name##_memo__fn(void *ctx, uint64_t key, uint64_t *value)                  \
@@ -347,11 +355,7 @@ MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn,
         *value = name##_memo__body(key);                                                  \
         return 0;                                                                         \
     }                                                                                     \
-    memo_t *name##_memo(void)                                                             \
-    {                                                                                     \
-        static memo_t *volatile name##_memo__slot;                                        \
-        return memo__define_memo(&name##_memo__slot);                                     \
-    }                                                                                     \
+    MEMO__DEFINE_ACCESSOR(name)                                                           \
     uint64_t name(uint64_t arg)                                                           \
     {                                                                                     \
         return memo__define_call(name##_memo(), arg, name##_memo__fn, #name);             \
@@ -432,11 +436,7 @@ MEMO_EXPORT void memo__define_get(memo_t *m, const void *key, size_t key_len, me
         (void)key_len;                                                                              \
         return memo_result_set(out, &r, sizeof r);                                                  \
     }                                                                                               \
-    memo_t *name##_memo(void)                                                                       \
-    {                                                                                               \
-        static memo_t *volatile name##_memo__slot;                                                  \
-        return memo__define_memo(&name##_memo__slot);                                               \
-    }                                                                                               \
+    MEMO__DEFINE_ACCESSOR(name)                                                                     \
     ret name(MEMO__LIST(MEMO__PARAM_X, _, __VA_ARGS__))                                             \
     {                                                                                               \
         /* memo__ names: the arguments' own names are in scope here */                              \

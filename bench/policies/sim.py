@@ -179,56 +179,14 @@ class CountMin:
         return min(self.rows[i][self._idx(k, i)] for i in range(4))
 
 
-def wtinylfu(trace, cap, window_frac=0.01):
-    w_cap = max(1, int(cap * window_frac))
-    main_cap = cap - w_cap
-    prot_cap = int(main_cap * 0.8)
-    window, prob, prot = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
-    sketch = CountMin(cap)
-    hits = 0
-    for k in trace:
-        sketch.add(k)
-        if k in window:
-            hits += 1
-            window.move_to_end(k)
-            continue
-        if k in prot:
-            hits += 1
-            prot.move_to_end(k)
-            continue
-        if k in prob:
-            hits += 1
-            del prob[k]
-            prot[k] = True
-            if len(prot) > prot_cap:
-                d, _ = prot.popitem(last=False)
-                prob[d] = True
-            continue
-        window[k] = True
-        if len(window) > w_cap:
-            cand, _ = window.popitem(last=False)
-            if main_cap == 0:
-                continue
-            if len(prob) + len(prot) < main_cap:
-                prob[cand] = True
-                continue
-            victim = next(iter(prob)) if prob else next(iter(prot))
-            if sketch.estimate(cand) > sketch.estimate(victim):
-                if prob:
-                    prob.popitem(last=False)
-                else:
-                    prot.popitem(last=False)
-                prob[cand] = True
-    return hits
-
-
-def wtinylfu_adaptive(trace, cap):
-    """W-TinyLFU whose window moves by hill climbing, as Caffeine's: every 10 x capacity requests
-    the hit ratio of the period is compared with the previous one's; the window keeps growing or
-    shrinking while that helps, and turns round when it does not, with a step that starts at
-    6.25% of the capacity and decays by 0.98 a period."""
+def wtinylfu(trace, cap, window_frac=0.01, climb=False):
+    """W-TinyLFU with a window of window_frac of the capacity. With climb, the window moves by hill
+    climbing, as Caffeine's: every 10 x capacity requests the hit ratio of the period is compared
+    with the previous one's; the window keeps growing or shrinking while that helps, and turns
+    round when it does not, with a step that starts at 6.25% of the capacity and decays by 0.98 a
+    period."""
     main_total = cap
-    w_cap = max(1, int(cap * 0.01))
+    w_cap = max(1, int(cap * window_frac))
     window, prob, prot = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
     sketch = CountMin(cap)
     hits = 0
@@ -280,7 +238,7 @@ def wtinylfu_adaptive(trace, cap):
         if hit:
             hits += 1
             period_hits += 1
-        if seen == period:
+        if climb and seen == period:
             rate = period_hits / period
             if prev_rate is not None and rate < prev_rate:
                 direction = -direction
@@ -318,7 +276,7 @@ def clock2(trace, cap):
 
 
 POLICIES = {"lru": lru, "sieve": sieve, "s3fifo": s3fifo, "wtinylfu": wtinylfu, "clock2": clock2,
-            "wtinylfu20": lambda t, c: wtinylfu(t, c, window_frac=0.2), "wtinylfu_hc": wtinylfu_adaptive}
+            "wtinylfu20": lambda t, c: wtinylfu(t, c, window_frac=0.2), "wtinylfu_hc": lambda t, c: wtinylfu(t, c, climb=True)}
 
 
 def main():
