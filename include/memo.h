@@ -90,9 +90,7 @@ MEMO_EXPORT const char *memo_version(void);
  */
 typedef struct memo memo_t; /* opaque */
 
-/* 0.2: bounds, expiry, the removal callback and the clock (API.md "0.2"). Their fields are part of
- * memo_config_t from this version on, so that a config's layout is the contract's; memo_create
- * of this version refuses a config that sets any of them (MEMO_EINVAL). */
+/* 0.2: bounds, expiry, the removal callback and the clock: see "Bounds and expiry" below. */
 typedef uint64_t memo_clock_fn(void *ctx);            /* nanoseconds; never goes backwards */
 
 typedef struct memo_removal {
@@ -155,6 +153,50 @@ typedef struct memo_config {
  */
 
 /*
+ * Bounds and expiry (API.md "0.2"). max_entries bounds the stored values of both key spaces
+ * together (stored failures count; computations in flight do not); max_bytes bounds
+ * memo_stats.bytes. Once no call is in progress, entries <= max_entries and bytes <= max_bytes
+ * (or entries == 0); while calls run, a bound may be passed by what the storing threads add. A
+ * value that alone would not fit in max_bytes is returned to its caller and waiters, not stored.
+ *
+ * Eviction is W-TinyLFU on second-chance lists (src/policy.c): a window for new values, a main
+ * part split in probation and protected, a frequency sketch that admits a value leaving the window
+ * only if its key is asked for more often than the main part's victim, and a window share that
+ * hill climbing moves with the hit ratio. On the public traces of bench/policies it beats exact
+ * LRU (lru_cache's policy) on average and loses no more than a point to it on any trace and size
+ * (README, "Bounds and expiry"). A hit takes no lock: it sets its value's visited bit if it is
+ * clear, and writes nothing else. Evicting never makes a hit wait or fail, and a ref taken before
+ * an eviction stays valid until released. memo_stats.evictions counts values removed for a bound
+ * or for expiry.
+ *
+ * ttl_ns: a value stored at s (the clock's reading) is returned only to calls that start before
+ * s + ttl_ns; later calls compute afresh (memo_get*) or find nothing (memo_lookup*). refresh_ns:
+ * the first call that finds a value at least refresh_ns old (and not expired) runs fn and returns
+ * the new value, which replaces the old (MEMO_REMOVED_REPLACED); every other call meanwhile gets
+ * the old value at once, as a hit. A failed refresh returns fn's code to its caller and leaves
+ * the old value. failure_ttl_ns: a positive code of fn is stored for that long and returned by
+ * calls for its key without running fn (hits); lookups do not see it, forget removes it (0).
+ * Expired values are removed as calls store others (two looked at per store), so a memo with a
+ * ttl and no bound does not keep them. A memo with no expiry setting never reads the clock; one
+ * with a ttl reads it once per hit. The clock (default CLOCK_MONOTONIC) is called from any
+ * thread, concurrently, and must not call memo.
+ *
+ * on_removal(removal_ctx, r) is called exactly once for every value memo stored (not for stored
+ * failures) when it frees it: after it left the memo for r->reason and every ref and lookup that
+ * could see it has ended (the callback may free what the value points to). It runs on a thread
+ * inside a call of this memo (or in memo_destroy, for every value left: MEMO_REMOVED_DESTROYED),
+ * with no memo lock held; it may call memo on other memos, not on this one. r's pointers are
+ * valid during the call only.
+ *
+ * Storage: a memo with any of these settings keeps, before each stored value, 48 bytes for its
+ * policy (list links, deadlines, the visited bit), and each value is malloc'd alone (as with
+ * MEMO_F_SYSTEM_ALLOC); a memo without keeps the lean layout (16 bytes per u64 value). Memory
+ * outside memo_stats.bytes: the frequency sketch, 2 bytes per max_entries (at least 2 KiB, 128 KiB
+ * for a memo bounded by bytes alone), made at create. Dense keys take no policy: dense_keys with
+ * any bound, expiry setting, on_removal or clock is MEMO_EINVAL.
+ */
+
+/*
  * Makes a memo. cfg NULL means all defaults. A cfg whose struct_size is that of an older, shorter
  * memo_config_t is accepted (missing fields take their defaults). A struct_size larger than this
  * version's (a program built against a later header) is accepted when the bytes this version does
@@ -164,13 +206,22 @@ typedef struct memo_config {
  * two, more than 4096 shards, unknown flags, and an expected_entries past what the shards can
  * hold (shards x 2^30). expected_entries presizes the tables for at most 2^24 entries (about
  * 300 MiB of tables); a larger memo grows past that as entries come; it sizes the hash table
- * only (dense keys need no hint). This version refuses a config that sets any of the 0.2 fields
- * from max_entries to clock_ctx (MEMO_EINVAL): bounds and expiry come with a later version.
- * *out is set only on success.
+ * only (dense keys need no hint). A memo with a bound, an expiry setting or on_removal has one
+ * shard unless shards says otherwise (its stores all take one policy lock; see "Bounds and
+ * expiry"). *out is set only on success.
  * Returns 0, MEMO_EINVAL or MEMO_ENOMEM. May block (briefly, on a process-wide lock).
  * May be called inside a compute function.
  */
 MEMO_EXPORT int memo_create(memo_t **out, const memo_config_t *cfg);
+
+/*
+ * Changes both bounds of m while it is in use (0 = no bound). Lowering them evicts before it
+ * returns. A memo made with none of the settings of "Bounds and expiry" has no room for a policy
+ * in its records (the lean layout): MEMO_EINVAL, as for m NULL; make a memo that may be bounded
+ * later with max_entries = UINT64_MAX. Returns 0 or MEMO_EINVAL. May block briefly (the policy
+ * lock); may be called inside a compute function.
+ */
+MEMO_EXPORT int memo_set_limits(memo_t *m, uint64_t max_entries, uint64_t max_bytes);
 
 /*
  * Destroys m and gives all of its memory back.
@@ -209,6 +260,14 @@ MEMO_EXPORT int memo_result_set(memo_result_t *out, const void *value, size_t le
  * Same rules as memo_result_set.
  */
 MEMO_EXPORT void *memo_result_alloc(memo_result_t *out, size_t len);
+
+/*
+ * Gives the value being computed its own time to live instead of the memo's ttl_ns: UINT64_MAX,
+ * it never expires; 0, it is returned to its caller and waiters but not stored (HTTP's no-store).
+ * Same rules as memo_result_set. Returns 0, or MEMO_EINVAL for out NULL or a memo made with none
+ * of the settings of "Bounds and expiry" (its records keep no deadline). Never blocks.
+ */
+MEMO_EXPORT int memo_result_ttl(memo_result_t *out, uint64_t ttl_ns);
 
 typedef struct memo_ref {
     const void *data;  /* the value: aligned for any type, valid until memo_release */
@@ -337,6 +396,9 @@ MEMO_EXPORT void memo_stats(memo_t *m, memo_stats_t *out);
  * (a cycle, no memory) prints memo_strerror and aborts, like a failed assert.
  */
 MEMO_EXPORT memo_t *memo__define_memo(memo_t *volatile *slot);
+/* The same with a config (NULL: the defaults), or with max_entries (0: no bound). */
+MEMO_EXPORT memo_t *memo__define_memo_config(memo_t *volatile *slot, const memo_config_t *cfg);
+MEMO_EXPORT memo_t *memo__define_memo_bounded(memo_t *volatile *slot, uint64_t max_entries);
 MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn, const char *name);
 
 /* name##_memo(): the decorator's memo, made on first use (memo__define_memo). */
@@ -347,7 +409,30 @@ MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn,
         return memo__define_memo(&name##_memo__slot);                                     \
     }
 
-#define MEMO_DEFINE_U64(name, arg)                                                        \
+#define MEMO__DEFINE_ACCESSOR_BOUNDED(name, max_entries)                                  \
+    memo_t *name##_memo(void)                                                             \
+    {                                                                                     \
+        static memo_t *volatile name##_memo__slot;                                        \
+        return memo__define_memo_bounded(&name##_memo__slot, (max_entries));              \
+    }
+
+/* The config is made only until the memo exists (the acquire load pairs with the release of
+ * memo__define_memo_config's exchange). */
+#define MEMO__DEFINE_ACCESSOR_CONFIG(name, ...)                                           \
+    memo_t *name##_memo(void)                                                             \
+    {                                                                                     \
+        static memo_t *volatile name##_memo__slot;                                        \
+        memo_t *memo__m = __atomic_load_n(&name##_memo__slot, __ATOMIC_ACQUIRE);          \
+        if (memo__m != NULL)                                                              \
+            return memo__m;                                                               \
+        {                                                                                 \
+            const memo_config_t memo__c = { .struct_size = sizeof(memo_config_t),         \
+                                             __VA_ARGS__ };                               \
+            return memo__define_memo_config(&name##_memo__slot, &memo__c);                \
+        }                                                                                 \
+    }
+
+#define MEMO__DEFINE_U64_WITH(name, arg, accessor)                                        \
     static uint64_t name##_memo__body(uint64_t arg);                                      \
     static int name##_memo__fn(void *ctx, uint64_t key, uint64_t *value)                  \
     {                                                                                     \
@@ -355,12 +440,23 @@ MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn,
         *value = name##_memo__body(key);                                                  \
         return 0;                                                                         \
     }                                                                                     \
-    MEMO__DEFINE_ACCESSOR(name)                                                           \
+    accessor                                                                              \
     uint64_t name(uint64_t arg)                                                           \
     {                                                                                     \
         return memo__define_call(name##_memo(), arg, name##_memo__fn, #name);             \
     }                                                                                     \
     static uint64_t name##_memo__body(uint64_t arg)
+
+#define MEMO_DEFINE_U64(name, arg) MEMO__DEFINE_U64_WITH(name, arg, MEMO__DEFINE_ACCESSOR(name))
+
+/*
+ * The decorator with a configuration: designated initializers of memo_config_t after the argument
+ * (C, or C++20, in the fields' order):
+ *
+ *   MEMO_DEFINE_U64_CONFIG(fib, n, .max_entries = 128) { ... }
+ */
+#define MEMO_DEFINE_U64_CONFIG(name, arg, ...)                                            \
+    MEMO__DEFINE_U64_WITH(name, arg, MEMO__DEFINE_ACCESSOR_CONFIG(name, __VA_ARGS__))
 
 /* ---------------------------------------------------------------------------------------------
  * The decorator for any signature: one to four arguments of any types that can be copied with =.
@@ -411,7 +507,12 @@ MEMO_EXPORT void memo__define_get(memo_t *m, const void *key, size_t key_len, me
 #define MEMO__SET_X(k, p) MEMO__SET(k, p)
 #define MEMO__GET_X(k, p) MEMO__GET(k, p)
 
-#define MEMO_DEFINE(ret, name, ...)                                                                 \
+#define MEMO_DEFINE(ret, name, ...) MEMO__DEFINE_ANY(ret, name, 0, __VA_ARGS__)
+
+/* lru_cache(maxsize=max_entries): the same, with a memo bounded to max_entries values. */
+#define MEMO_DEFINE_BOUNDED(ret, name, max_entries, ...) MEMO__DEFINE_ANY(ret, name, max_entries, __VA_ARGS__)
+
+#define MEMO__DEFINE_ANY(ret, name, max_entries, ...)                                               \
     struct name##_memo__key { MEMO__EACH(MEMO__FIELD_X, _, __VA_ARGS__) };                          \
     static ret name##_memo__body(MEMO__LIST(MEMO__PARAM_X, _, __VA_ARGS__));                       \
     static ret name##_memo__run(const void *key)                                                    \
@@ -436,7 +537,7 @@ MEMO_EXPORT void memo__define_get(memo_t *m, const void *key, size_t key_len, me
         (void)key_len;                                                                              \
         return memo_result_set(out, &r, sizeof r);                                                  \
     }                                                                                               \
-    MEMO__DEFINE_ACCESSOR(name)                                                                     \
+    MEMO__DEFINE_ACCESSOR_BOUNDED(name, max_entries)                                                \
     ret name(MEMO__LIST(MEMO__PARAM_X, _, __VA_ARGS__))                                             \
     {                                                                                               \
         /* memo__ names: the arguments' own names are in scope here */                              \

@@ -32,6 +32,10 @@ static inline void memo__count_bytes(struct memo_local *l, int64_t delta)
     atomic_store_explicit(&l->counters.bytes,
                           atomic_load_explicit(&l->counters.bytes, memory_order_relaxed) + delta,
                           memory_order_relaxed);
+    /* A memo bounded by bytes checks its total on every store: kept in one shared counter too
+     * (allocations are misses' work, never a hit's). */
+    if (l->memo->pol != NULL)
+        atomic_fetch_add_explicit(&l->memo->pol->bytes, delta, memory_order_relaxed);
 }
 
 static inline void *memo__alloc(struct memo_local *l, size_t size, bool table)

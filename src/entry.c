@@ -37,6 +37,9 @@
 _Static_assert(sizeof(struct memo_rec) == 16, "a u64 record is its key and value");
 _Static_assert(alignof(max_align_t) <= 16, "values are aligned to 16");
 _Static_assert(offsetof(struct memo_big, rec) % 16 == 0, "a big record is 16-aligned");
+_Static_assert(offsetof(struct memo_pbig, rec) % 16 == 0, "a policy record is 16-aligned");
+_Static_assert(offsetof(struct memo_pbig, rec) == offsetof(struct memo_pbig, pol) + sizeof(struct memo_pol),
+               "a policy header sits just before its record");
 _Static_assert(sizeof(struct memo_slab) % 16 == 0, "slab records start 16-aligned");
 _Static_assert(offsetof(struct memo_marker, key) % 8 == 0, "a marker's slot has its low bit free for the tag");
 
@@ -73,6 +76,8 @@ struct memo_marker *memo__marker_new(struct memo_local *l, unsigned kind, unsign
     k->final = NULL;
     k->value = 0;
     k->alloc_size = size;
+    k->ttl = 0;
+    k->ttl_set = false;
     if (kind == MEMO__KIND_U64) {
         k->key.a = key_u64;
         k->key.b = 0;
@@ -221,21 +226,42 @@ static void memo__store_put(struct memo_local *l, struct memo_store *st, struct 
 
 bool memo__rec_is_big(const struct memo *m, const struct memo_rec *r, unsigned kind)
 {
-    if (m->system_alloc)
+    if (m->system_alloc || m->pol != NULL)
         return true;
     return kind == MEMO__KIND_BYTES && memo__rec_size(r->a, r->b) > MEMO__CLASS_MAX;
 }
 
-static struct memo_big *memo__big_of(struct memo_rec *r)
+/* A big record's block: a memo_big, or with a policy a memo_pbig (the policy header before the
+ * record). */
+static void *memo__big_block(const struct memo *m, struct memo_rec *r)
 {
-    return (struct memo_big *)((unsigned char *)r - offsetof(struct memo_big, rec));
+    if (m->pol != NULL)
+        return memo__pbig_of(memo__pol_of(r));
+    return (unsigned char *)r - offsetof(struct memo_big, rec);
+}
+
+static size_t memo__big_size(const struct memo *m, struct memo_rec *r)
+{
+    return m->pol != NULL ? memo__pbig_of(memo__pol_of(r))->size :
+                            ((struct memo_big *)memo__big_block(m, r))->size;
 }
 
 static struct memo_rec *memo__big_new(struct memo_local *l, size_t rec_size)
 {
-    if (rec_size > SIZE_MAX - sizeof(struct memo_big))
+    bool pol = l->memo->pol != NULL;
+    size_t head = pol ? offsetof(struct memo_pbig, rec) : offsetof(struct memo_big, rec);
+    if (rec_size > SIZE_MAX - head)
         return NULL;
-    size_t size = offsetof(struct memo_big, rec) + rec_size;
+    size_t size = head + rec_size;
+    if (pol) {
+        struct memo_pbig *b = memo__mem_alloc(l, size);
+        if (b == NULL)
+            return NULL;
+        b->size = size;
+        memset(&b->pol, 0, sizeof b->pol);
+        b->pol.expires = UINT64_MAX;
+        return &b->rec;
+    }
     struct memo_big *b = memo__mem_alloc(l, size);
     if (b == NULL)
         return NULL;
@@ -246,7 +272,7 @@ static struct memo_rec *memo__big_new(struct memo_local *l, size_t rec_size)
 struct memo_rec *memo__rec_u64_new_locked(struct memo_local *l, struct memo_shard *s, uint64_t key,
                                           uint64_t value)
 {
-    struct memo_rec *r = l->memo->system_alloc ? memo__big_new(l, sizeof *r) :
+    struct memo_rec *r = l->memo->system_alloc || l->memo->pol != NULL ? memo__big_new(l, sizeof *r) :
                                                  memo__store_alloc_locked(l, s, 0);
     if (r != NULL) {
         r->a = key;
@@ -274,8 +300,7 @@ struct memo_rec *memo__rec_big_new(struct memo_local *l, const void *key, size_t
 
 void memo__rec_big_free_now(struct memo_local *l, struct memo_rec *r)
 {
-    struct memo_big *b = memo__big_of(r);
-    memo__mem_free(l, b, b->size);
+    memo__mem_free(l, memo__big_block(l->memo, r), memo__big_size(l->memo, r));
 }
 
 /* The record to publish for fn's value: the pending big record itself, or, when it is small and
@@ -301,6 +326,44 @@ static void memo__big_reclaim(ck_epoch_entry_t *retire)
     struct memo_local *l = memo__alloc_local;
     MEMO_ANN_RECLAIM(l->memo);
     memo__mem_free(l, b, b->size);
+}
+
+static void memo__pbig_reclaim_silent(ck_epoch_entry_t *retire)
+{
+    struct memo_pbig *b = (struct memo_pbig *)retire;
+    struct memo_local *l = memo__alloc_local;
+    MEMO_ANN_RECLAIM(l->memo);
+    memo__mem_free(l, b, b->size);
+}
+
+/* A stored policy record's grace period is over. Its bytes left the memo's count when it was
+ * retired (memo__pol_retire); it is freed now, or, if the memo has a removal callback and it held
+ * a value (not a failure), handed to memo__removals_run, which calls back and frees. */
+static void memo__pbig_reclaim(ck_epoch_entry_t *retire)
+{
+    struct memo_pbig *b = (struct memo_pbig *)retire;
+    struct memo_local *l = memo__alloc_local;
+    struct memo_policy *p = l->memo->pol;
+    MEMO_ANN_RECLAIM(l->memo);
+    if (p->on_removal != NULL && b->pol.code == 0) {
+        struct memo_pbig *head = atomic_load_explicit(&p->removed, memory_order_relaxed);
+        do
+            b->retire.stack_entry.next = (ck_stack_entry_t *)head;
+        while (!atomic_compare_exchange_weak_explicit(&p->removed, &head, b, memory_order_release,
+                                                      memory_order_relaxed));
+        return;
+    }
+    memo__mem_account(l, (int64_t)b->size);
+    memo__mem_free(l, b, b->size);
+}
+
+/* Retires e's record, just taken out of its table and its list: its bytes leave the memo's count
+ * now (what memo_stats.bytes and max_bytes see), its memory once no reader can hold it. */
+void memo__pol_retire(struct memo_local *l, struct memo_pol *e)
+{
+    struct memo_pbig *b = memo__pbig_of(e);
+    memo__mem_account(l, -(int64_t)b->size);
+    ck_epoch_call(&l->record, &b->retire, memo__pbig_reclaim);
 }
 
 static void memo__batch_reclaim(ck_epoch_entry_t *retire)
@@ -331,7 +394,10 @@ void memo__batch_seal(struct memo_local *l)
  * waiters may still be reading). */
 void memo__rec_retire_big(struct memo_local *l, struct memo_rec *r)
 {
-    ck_epoch_call(&l->record, &memo__big_of(r)->retire, memo__big_reclaim);
+    if (l->memo->pol != NULL)
+        ck_epoch_call(&l->record, &memo__pbig_of(memo__pol_of(r))->retire, memo__pbig_reclaim_silent);
+    else
+        ck_epoch_call(&l->record, &((struct memo_big *)memo__big_block(l->memo, r))->retire, memo__big_reclaim);
 }
 
 /* Retires r, a record just removed from one of s's tables (under s's lock): freed once no reader
@@ -349,8 +415,12 @@ void memo__rec_retire(struct memo_local *l, struct memo_shard *s, struct memo_re
     }
     return;
 #endif
+    if (l->memo->pol != NULL) {
+        memo__pol_retire(l, memo__pol_of(r));
+        return;
+    }
     if (memo__rec_is_big(l->memo, r, kind)) {
-        ck_epoch_call(&l->record, &memo__big_of(r)->retire, memo__big_reclaim);
+        ck_epoch_call(&l->record, &((struct memo_big *)memo__big_block(l->memo, r))->retire, memo__big_reclaim);
         return;
     }
     struct memo_batch *b = l->batch;
@@ -417,7 +487,7 @@ void memo__epoch_poll_parked(struct memo *m)
     pthread_mutex_unlock(&m->locals_lock);
 }
 
-/* After retiring, with no shard lock held: polls once enough frees are pending, counting a
+/* After retiring, with no memo lock held: polls once enough frees are pending, counting a
  * batch's records one by one. */
 void memo__retire_poll(struct memo_local *l)
 {
@@ -427,6 +497,10 @@ void memo__retire_poll(struct memo_local *l)
         memo__epoch_poll(l);
         memo__epoch_poll_parked(l->memo);
     }
+    /* Records whose grace period ended, on any poll: their removal callbacks run here, where no
+     * memo lock is held (not on the spare, which runs under spare_lock). */
+    if (!l->is_spare)
+        memo__removals_run(l);
 }
 
 /* ---- ck_hs callbacks ----------------------------------------------------------------------- */
@@ -435,7 +509,7 @@ void memo__retire_poll(struct memo_local *l)
  * rehashes from it when it grows: the seed it hands back is the memo. */
 static inline const struct memo_rec *memo__untag(const void *slot)
 {
-    return (const struct memo_rec *)((uintptr_t)slot & ~MEMO__MARKER_TAG);
+    return (const struct memo_rec *)((uintptr_t)slot & ~MEMO__SLOT_TAGS);
 }
 
 unsigned long memo__hs_hash_u64(const void *object, unsigned long seed)

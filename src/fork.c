@@ -20,6 +20,8 @@ static void memo__fork_prepare(void)
     memo__registry_lock();
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
         pthread_mutex_lock(&m->spare_lock); /* before the shard locks, as forget takes them */
+        if (m->pol != NULL)
+            pthread_mutex_lock(&m->pol->lock); /* before locals_lock: the climber takes it inside */
         pthread_mutex_lock(&m->locals_lock);
         for (unsigned i = 0; i < m->nshards; i++)
             pthread_mutex_lock(&m->shards[i].lock);
@@ -34,6 +36,8 @@ static void memo__fork_parent(void)
         for (unsigned i = 0; i < m->nshards; i++)
             pthread_mutex_unlock(&m->shards[i].lock);
         pthread_mutex_unlock(&m->locals_lock);
+        if (m->pol != NULL)
+            pthread_mutex_unlock(&m->pol->lock);
         pthread_mutex_unlock(&m->spare_lock);
     }
     memo__registry_unlock();
@@ -76,6 +80,8 @@ static void memo__fork_child(void)
         memo__dense_fork_child(m, self);
         pthread_mutex_unlock(&m->dense_lock);
         pthread_mutex_unlock(&m->locals_lock);
+        if (m->pol != NULL)
+            pthread_mutex_unlock(&m->pol->lock);
         pthread_mutex_unlock(&m->spare_lock);
     }
     memo__registry_unlock();

@@ -35,6 +35,8 @@
 #include "memo.h"
 #include "mutants.h"
 
+struct memo_policy;
+
 #define MEMO__CACHELINE 64
 #define memo__likely(x) __builtin_expect(!!(x), 1)
 #define memo__unlikely(x) __builtin_expect(!!(x), 0)
@@ -53,6 +55,11 @@
  * The hit path reads a slot, sees no tag, and reads the record: nothing else.
  */
 #define MEMO__MARKER_TAG ((uintptr_t)1)
+/* A record of a memo with a policy (bounds, expiry, a removal callback: policy.c) is tagged with
+ * MEMO__POLICY_TAG in its slot: the hit path of a lean record tests both bits at once and sends a
+ * policy record to the out-of-line path, which reads the policy header before it (memo_pol). */
+#define MEMO__POLICY_TAG ((uintptr_t)2)
+#define MEMO__SLOT_TAGS  ((uintptr_t)3)
 
 struct memo_rec {
     uint64_t a;   /* u64: the key;   bytes: the key's length */
@@ -110,6 +117,8 @@ struct memo_marker {
         int64_t  code;              /* FAILED: fn's code */
     };
     size_t              alloc_size;
+    uint64_t            ttl;        /* memo_result_ttl's, if ttl_set */
+    bool                ttl_set;
     struct memo_rec     key;        /* the key as a record's prefix: what the table points at */
     /* bytes: the key bytes follow */
 };
@@ -117,6 +126,22 @@ struct memo_marker {
 static inline bool memo__is_marker(const void *slot)
 {
     return ((uintptr_t)slot & MEMO__MARKER_TAG) != 0;
+}
+
+/* A slot that holds a lean record: a hit reads it and nothing else. */
+static inline bool memo__is_lean(const void *slot)
+{
+    return ((uintptr_t)slot & MEMO__SLOT_TAGS) == 0;
+}
+
+static inline bool memo__is_policy(const void *slot)
+{
+    return ((uintptr_t)slot & MEMO__POLICY_TAG) != 0;
+}
+
+static inline struct memo_rec *memo__slot_rec(const void *slot)
+{
+    return (struct memo_rec *)((uintptr_t)slot & ~MEMO__SLOT_TAGS);
 }
 
 static inline void *memo__marker_slot(struct memo_marker *k)
@@ -177,6 +202,53 @@ struct memo_big {
     uint64_t         pad;
     struct memo_rec  rec;           /* 16-aligned */
 };
+
+/* ---- policy records (policy.c) --------------------------------------------------------------- */
+
+/*
+ * A memo with a bound, an expiry setting or a removal callback keeps, before each record, what
+ * its policy needs: its place in the policy's lists, its deadlines, and the bit a hit sets. Such
+ * records are always big (malloc'd alone: struct memo_pbig), tagged MEMO__POLICY_TAG in their slot.
+ */
+struct memo_pol {
+    struct memo_pol *next, *prev;   /* its policy list (memo_policy.list); the policy lock */
+    uint64_t         stored_at;     /* the clock's reading when it was stored */
+    uint64_t         expires;       /* a call that starts at or after it treats it as absent */
+    _Atomic uint64_t claim;         /* a refresh of it is running: that refresh's token; 0 none */
+    _Atomic uint8_t  visited;       /* set by a hit that finds it clear: the only write of a hit */
+    uint8_t          list;          /* MEMO__LIST_*: which list it is in; the policy lock */
+    uint8_t          kind;          /* MEMO__KIND_* */
+    uint8_t          reason;        /* MEMO_REMOVED_*: why it left its table */
+    int32_t          code;          /* a stored failure: fn's code (0: a value) */
+};
+
+struct memo_pbig {
+    ck_epoch_entry_t retire;        /* epoch-deferred free; then the link of memo_policy.removed */
+    size_t           size;          /* of the whole block */
+    uint64_t         pad;
+    struct memo_pol  pol;
+    struct memo_rec  rec;           /* 16-aligned */
+};
+
+static inline struct memo_pol *memo__pol_of(const struct memo_rec *r)
+{
+    return (struct memo_pol *)((uintptr_t)r - sizeof(struct memo_pol));
+}
+
+static inline struct memo_rec *memo__pol_rec(const struct memo_pol *e)
+{
+    return (struct memo_rec *)((uintptr_t)e + sizeof(struct memo_pol));
+}
+
+static inline struct memo_pbig *memo__pbig_of(const struct memo_pol *e)
+{
+    return (struct memo_pbig *)((uintptr_t)e - offsetof(struct memo_pbig, pol));
+}
+
+#define MEMO__LIST_NONE      0
+#define MEMO__LIST_WINDOW    1 /* new records */
+#define MEMO__LIST_PROBATION 2 /* admitted from the window, not hit since */
+#define MEMO__LIST_PROTECTED 3 /* hit while on probation */
 
 /* Records retired from stores, freed together after one grace period: (record, store) pairs. */
 #define MEMO__BATCH 62
@@ -310,6 +382,45 @@ struct memo_thread {
     struct memo_thread       *next_all;       /* every thread struct, under the registry lock */
 };
 
+/* ---- the policy (policy.c) ------------------------------------------------------------------ */
+
+#define MEMO__SKETCH_ROWS 4
+
+/* A memo's policy: bounds, expiry, the removal callback, and the eviction state. Every writer of
+ * a memo with a policy takes its lock before a shard lock (memo__lock); eviction takes the shard
+ * lock of each victim in turn under it. Hits take neither. */
+struct memo_policy {
+    pthread_mutex_t  lock;
+    uint64_t         max_entries;   /* 0: none (memo_set_limits changes them under the lock) */
+    uint64_t         max_bytes;
+    uint64_t         ttl_ns, refresh_ns, failure_ttl_ns; /* 0: none */
+    memo_clock_fn   *clock;         /* NULL: CLOCK_MONOTONIC */
+    void            *clock_ctx;
+    memo_removal_fn *on_removal;
+    void            *removal_ctx;
+    bool             clocked;       /* some expiry setting: hits read the clock */
+    /* The lists (sentinels) and what they hold; the lock. */
+    struct memo_pol  list[4];       /* indexed by MEMO__LIST_*; [0] unused */
+    uint64_t         n[4];
+    uint64_t         count;         /* records in the lists */
+    uint64_t         rec_bytes;     /* their blocks' bytes */
+    uint64_t         window_cap;    /* the window's share (hill climbing moves it) */
+    /* The frequency sketch: 4-bit counters, two per byte. */
+    unsigned char   *sketch;
+    uint64_t         sketch_mask;   /* counters per row - 1 */
+    uint64_t         sketch_adds, sketch_period;
+    /* Hill climbing of the window. */
+    uint64_t         climb_requests, climb_hits; /* totals at the last step */
+    uint64_t         climb_misses;  /* inserts since the last step */
+    double           climb_prev_rate, climb_step;
+    int              climb_dir;
+    /* Shared counters. */
+    alignas(MEMO__CACHELINE) _Atomic int64_t bytes; /* memo_stats.bytes of the memo */
+    _Atomic uint64_t evictions;
+    _Atomic uint64_t claims;        /* refresh tokens handed out */
+    _Atomic(struct memo_pbig *) removed; /* records whose grace period ended, for on_removal */
+};
+
 /* ---- the memo ------------------------------------------------------------------------------ */
 
 struct memo_shard {
@@ -350,6 +461,7 @@ struct memo {
     size_t             dense_words; /* 64-bit words of dense_chunks */
     _Atomic uint64_t   dense_gen;   /* clears begun */
     pthread_mutex_t    dense_lock;  /* a clear, and the first commit of a chunk */
+    struct memo_policy *pol;        /* NULL: no bound, expiry or removal callback (lean records) */
 #ifdef MEMO_TSAN
     char               tsan_epoch_sync; /* release at section end, acquire before reclaiming */
 #endif
@@ -519,6 +631,51 @@ MEMO__HIDDEN void memo__dense_fork_child(struct memo *m, struct memo_thread *sel
 MEMO__HIDDEN void memo__dense_wait_slot(unsigned *spins);
 /* fn failed (code != 0) or its owner died (0): the slot is let go, then the marker settles. */
 MEMO__HIDDEN void memo__dense_flight_fail(struct memo_flight_run *run, struct memo_local *l, int code);
+
+/* policy.c (memo_policy above). Under the policy lock: the _locked calls. */
+MEMO__HIDDEN int  memo__policy_init(struct memo *m, const memo_config_t *c);
+MEMO__HIDDEN void memo__policy_destroy(struct memo *m);
+MEMO__HIDDEN uint64_t memo__policy_now(const struct memo_policy *p);
+MEMO__HIDDEN void memo__policy_link_locked(struct memo *m, struct memo_pol *e);
+MEMO__HIDDEN void memo__policy_unlink_locked(struct memo *m, struct memo_pol *e);
+MEMO__HIDDEN void memo__policy_remove_locked(struct memo *m, struct memo_local *l, struct memo_pol *e,
+                                             unsigned reason);
+MEMO__HIDDEN void memo__policy_expire_locked(struct memo *m, struct memo_local *l, struct memo_pol *e,
+                                             struct memo_shard *held);
+MEMO__HIDDEN void memo__policy_replace_locked(struct memo *m, struct memo_pol *old, struct memo_pol *fresh);
+/* After fresh was linked (held: the shard whose lock the caller also holds). */
+MEMO__HIDDEN void memo__policy_stored_locked(struct memo *m, struct memo_local *l, struct memo_pol *fresh,
+                                             struct memo_shard *held);
+/* Once the shard lock is let go, still under the policy lock. */
+MEMO__HIDDEN void memo__policy_after_store(struct memo *m);
+MEMO__HIDDEN void memo__removals_run(struct memo_local *l);
+MEMO__HIDDEN void memo__policy_set_limits_locked(struct memo *m, struct memo_local *l, uint64_t max_entries,
+                                                 uint64_t max_bytes);
+/* entry.c: a policy record leaves (its reason set): counted out now, freed after its grace. */
+MEMO__HIDDEN void memo__pol_retire(struct memo_local *l, struct memo_pol *e);
+
+/* A writer's locks: the policy's first, if the memo has one, then the shard's; and the allocator
+ * local that ck_hs's callbacks use. */
+static inline void memo__lock(struct memo *m, struct memo_shard *s, struct memo_local *l)
+{
+    if (m->pol != NULL)
+        pthread_mutex_lock(&m->pol->lock);
+    pthread_mutex_lock(&s->lock);
+    memo__alloc_local = l;
+}
+
+static inline void memo__unlock_shard(struct memo_shard *s)
+{
+    memo__alloc_local = NULL;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static inline void memo__unlock(struct memo *m, struct memo_shard *s)
+{
+    memo__unlock_shard(s);
+    if (m->pol != NULL)
+        pthread_mutex_unlock(&m->pol->lock);
+}
 
 /* fork.c */
 MEMO__HIDDEN void memo__fork_handlers_install(void);

@@ -151,9 +151,12 @@ static void memo__teardown(struct memo *m)
         memo__markers_drop(l);
     }
     memo__alloc_local = NULL;
+    if (m->locals != NULL)
+        memo__removals_run(m->locals); /* values retired before: their callbacks */
     if (m->shards != NULL)
         memo__shards_destroy(m, m->locals);
     memo__dense_destroy(m);
+    memo__policy_destroy(m);
     for (struct memo_local *l = m->locals, *next; l != NULL; l = next) {
         next = l->next;
         free(l);
@@ -188,15 +191,18 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     }
     if (c.flags & ~MEMO_F_SYSTEM_ALLOC)
         return MEMO_EINVAL;
-    /* Bounds, expiry, the removal callback and the clock: not in this version (memo.h). */
-    if (c.max_entries != 0 || c.max_bytes != 0 || c.ttl_ns != 0 || c.refresh_ns != 0 ||
-        c.failure_ttl_ns != 0 || c.on_removal != NULL || c.removal_ctx != NULL || c.clock != NULL ||
-        c.clock_ctx != NULL)
+    /* A policy (policy.c): bounds, expiry or a removal callback. The clock and the callback's
+     * context alone ask for nothing. Dense keys take none of them (API.md). */
+    bool policy = c.max_entries != 0 || c.max_bytes != 0 || c.ttl_ns != 0 || c.refresh_ns != 0 ||
+                  c.failure_ttl_ns != 0 || c.on_removal != NULL;
+    if (c.dense_keys != 0 && (policy || c.clock != NULL))
         return MEMO_EINVAL;
     if (c.shards != 0 && ((c.shards & (c.shards - 1)) != 0 || c.shards > 4096))
         return MEMO_EINVAL;
 
-    unsigned nshards = c.shards ? c.shards : memo__default_shards();
+    /* A memo with a policy has one shard unless asked for more: its stores all take the policy's
+     * lock anyway, and empty tables would count against a small max_bytes. */
+    unsigned nshards = c.shards ? c.shards : policy ? 1 : memo__default_shards();
     if (c.expected_entries / nshards > MEMO__SHARD_ENTRIES_MAX ||
         (c.expected_entries / nshards == MEMO__SHARD_ENTRIES_MAX && c.expected_entries % nshards != 0))
         return MEMO_EINVAL; /* more than the shards can hold */
@@ -216,7 +222,9 @@ int memo_create(memo_t **out, const memo_config_t *cfg)
     ck_epoch_init(&m->epoch);
     memo__hash_init(m, c.seed);
     pthread_mutex_init(&m->dense_lock, NULL);
-    if (memo__spare_init(m) != 0 || memo__shards_init(m, c.expected_entries) != 0 ||
+    /* The policy before anything is allocated: its byte count sees every allocation. */
+    if ((policy && memo__policy_init(m, &c) != 0) || memo__spare_init(m) != 0 ||
+        memo__shards_init(m, c.expected_entries) != 0 ||
         (c.dense_keys != 0 && memo__dense_init(m, c.dense_keys) != 0)) {
         memo__teardown(m);
         return MEMO_ENOMEM;
@@ -255,15 +263,62 @@ static inline bool memo__detached(struct memo_marker *k)
     return (atomic_load_explicit(&k->state, memory_order_relaxed) & MEMO__DETACHED) != 0;
 }
 
-/* fn failed (code != 0) or its owner died (code == 0): out of the table, then settled. */
+/* A stored failure (failure_ttl_ns): a policy record with fn's code and the key, no value. NULL
+ * when memory ran out (the failure is then not stored). */
+static struct memo_rec *memo__failure_new(struct memo_local *l, struct memo_marker *e, int code)
+{
+    struct memo_policy *p = l->memo->pol;
+    struct memo_rec *r;
+    if (e->kind == MEMO__KIND_U64) {
+        r = memo__rec_big_new(l, NULL, 0, 0);
+        if (r != NULL)
+            r->a = e->key.a, r->b = 0;
+    } else {
+        r = memo__rec_big_new(l, memo__rec_key(&e->key), e->key.a, 0);
+    }
+    if (r == NULL)
+        return NULL;
+    struct memo_pol *h = memo__pol_of(r);
+    h->kind = (uint8_t)e->kind;
+    h->code = code;
+    h->stored_at = memo__policy_now(p);
+    h->expires = h->stored_at > UINT64_MAX - p->failure_ttl_ns ? UINT64_MAX : h->stored_at + p->failure_ttl_ns;
+    return r;
+}
+
+/* Puts policy record r in the table in place of marker e (under both locks; ck_hs_set replaces a
+ * slot and does not grow, so it cannot fail) and in the policy's lists. */
+static void memo__policy_publish_locked(struct memo_flight_run *run, struct memo_local *l, struct memo_rec *r)
+{
+    struct memo_marker *e = run->marker;
+    void *previous = NULL;
+    MEMO_ANN_PUBLISH(r);
+    (void)ck_hs_set(run->table, e->hash, (void *)((uintptr_t)r | MEMO__POLICY_TAG), &previous);
+    atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
+    memo__policy_link_locked(run->memo, memo__pol_of(r));
+    memo__policy_stored_locked(run->memo, l, memo__pol_of(r), run->shard);
+    (void)l;
+}
+
+/* fn failed (code != 0) or its owner died (code == 0): out of the table (or, for a positive code
+ * of a memo with failure_ttl_ns, replaced by the stored failure), then settled. */
 static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l, int code)
 {
     struct memo_marker *e = run->marker;
-    pthread_mutex_lock(&run->shard->lock);
-    memo__alloc_local = l;
-    if (!memo__detached(e))
-        (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
-    memo__alloc_local = NULL;
+    struct memo *m = run->memo;
+    struct memo_rec *failure = NULL;
+    if (code > 0 && m->pol != NULL && m->pol->failure_ttl_ns != 0)
+        failure = memo__failure_new(l, e, code);
+    memo__lock(m, run->shard, l);
+    bool stored = false;
+    if (!memo__detached(e)) {
+        if (failure != NULL) {
+            memo__policy_publish_locked(run, l, failure);
+            stored = true;
+        } else {
+            (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
+        }
+    }
     if (code != 0)
         e->code = code;
 #if MEMO_MUTANT == 3 /* M3 no-wake-on-fail: the state changes, sleepers are not woken */
@@ -274,7 +329,14 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
     else
 #endif
     (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
-    pthread_mutex_unlock(&run->shard->lock);
+    memo__unlock_shard(run->shard);
+    if (m->pol != NULL) {
+        if (stored)
+            memo__policy_after_store(m);
+        pthread_mutex_unlock(&m->pol->lock);
+    }
+    if (failure != NULL && !stored)
+        memo__rec_big_free_now(l, failure);
     memo__flight_pop(run->self, run->flight);
     if (e->final != NULL) {
         memo__rec_big_free_now(l, e->final); /* never published */
@@ -307,22 +369,48 @@ void memo__flight_abandon(void *arg)
  * record published (bytes), or NULL if the marker was detached (its waiters still take the
  * value from the marker). *stored_out says which. A record that cannot be had is MEMO_ENOMEM
  * for the caller and the waiters (returned through *rc; the marker is left as it was). */
+/* A policy memo's value record r (made, not yet published), just before it is stored: its
+ * deadlines. Returns false if it must not be stored: memo_result_ttl(0), or too big for max_bytes
+ * even alone (everything the memo holds but its stored records, plus r, passes max_bytes). */
+static bool memo__policy_admit_locked(struct memo *m, struct memo_marker *e, struct memo_rec *r)
+{
+    struct memo_policy *p = m->pol;
+    struct memo_pol *h = memo__pol_of(r);
+    h->kind = (uint8_t)e->kind;
+    h->code = 0;
+    uint64_t ttl = e->ttl_set ? e->ttl : p->ttl_ns;
+    if (e->ttl_set && ttl == 0)
+        return false;
+    if (p->max_bytes != 0 &&
+        (uint64_t)atomic_load_explicit(&p->bytes, memory_order_relaxed) - p->rec_bytes > p->max_bytes)
+        return false;
+    bool expires = ttl != 0 && ttl != UINT64_MAX;
+    h->stored_at = expires || p->refresh_ns != 0 ? memo__policy_now(p) : 0;
+    h->expires = !expires ? UINT64_MAX : h->stored_at > UINT64_MAX - ttl ? UINT64_MAX : h->stored_at + ttl;
+    return true;
+}
+
+/* Stores fn's result: under the shard lock, the value's record replaces the marker, unless a
+ * forget or clear detached it; then the marker settles READY for its waiters. Returns the
+ * record published (bytes), or NULL if the marker was detached (its waiters still take the
+ * value from the marker). *stored_out says which. A record that cannot be had is MEMO_ENOMEM
+ * for the caller and the waiters (returned through *rc; the marker is left as it was). With a
+ * policy, the record enters its lists and the bounds are kept (evicting) before the locks go. */
 static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct memo_local *l,
                                           uint64_t value, bool *stored_out, int *rc)
 {
     struct memo_marker *e = run->marker;
+    struct memo *m = run->memo;
     struct memo_rec *rec = NULL;
     bool stored = false;
     *rc = 0;
-    pthread_mutex_lock(&run->shard->lock);
-    memo__alloc_local = l;
+    memo__lock(m, run->shard, l);
     if (e->kind == MEMO__KIND_U64) {
         e->value = value; /* ordered before READY by memo__settle's release */
         if (!memo__detached(e)) {
             rec = memo__rec_u64_new_locked(l, run->shard, e->key.a, value);
             if (rec == NULL) {
-                memo__alloc_local = NULL;
-                pthread_mutex_unlock(&run->shard->lock);
+                memo__unlock(m, run->shard);
                 *rc = MEMO_ENOMEM;
                 return NULL;
             }
@@ -330,8 +418,7 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
     } else if (!memo__detached(e)) {
         rec = memo__rec_publishable_locked(l, run->shard, e->final);
         if (rec == NULL) {
-            memo__alloc_local = NULL;
-            pthread_mutex_unlock(&run->shard->lock);
+            memo__unlock(m, run->shard);
             *rc = MEMO_ENOMEM;
             return NULL;
         }
@@ -339,7 +426,11 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
     } else {
         rec = e->final;
     }
-    if (!memo__detached(e)) {
+    bool keep = !memo__detached(e) && (m->pol == NULL || memo__policy_admit_locked(m, e, rec));
+    if (keep && m->pol != NULL) {
+        memo__policy_publish_locked(run, l, rec);
+        stored = true;
+    } else if (keep) {
         void *previous = NULL;
 #if MEMO_MUTANT == 5 /* M5 ready-before-value: the u64 record is published, then its value written */
         uint64_t written = 0;
@@ -358,14 +449,25 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
 #endif
         if (!stored) /* cannot happen; keep the table without the marker all the same */
             (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
+        else
+            atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
+    } else if (!memo__detached(e)) {
+        /* Not to be stored (a policy's decision): out of the table, as a detached marker. */
+        (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
     }
-    memo__alloc_local = NULL;
     (void)memo__settle(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
-    if (stored)
-        atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
-    else if (e->kind == MEMO__KIND_U64 && rec != NULL)
-        memo__rec_retire(l, run->shard, rec, MEMO__KIND_U64); /* made, never published */
-    pthread_mutex_unlock(&run->shard->lock);
+    if (!stored && e->kind == MEMO__KIND_U64 && rec != NULL) {
+        if (m->pol != NULL)
+            memo__rec_big_free_now(l, rec); /* made, never published */
+        else
+            memo__rec_retire(l, run->shard, rec, MEMO__KIND_U64);
+    }
+    memo__unlock_shard(run->shard);
+    if (m->pol != NULL) {
+        if (stored)
+            memo__policy_after_store(m);
+        pthread_mutex_unlock(&m->pol->lock);
+    }
     memo__flight_pop(run->self, run->flight);
     if (e->kind == MEMO__KIND_BYTES) {
         rec = e->final;
@@ -403,17 +505,23 @@ static int memo__compute(struct memo_call *c, bool *again)
     unsigned long hash = c->key.hash;
     struct memo_marker *e;
 
-    pthread_mutex_lock(&s->lock);
+    memo__lock(c->memo, s, l);
 #if MEMO_MUTANT != 1 /* M1 double-compute: no re-check under the shard lock */
-    if (ck_hs_get(table, hash, memo__key_probe(&c->key)) != NULL) {
-        pthread_mutex_unlock(&s->lock);
+    void *there = ck_hs_get(table, hash, memo__key_probe(&c->key));
+    if (there != NULL && memo__is_policy(there) && memo__pol_of(memo__slot_rec(there))->expires != UINT64_MAX &&
+        memo__policy_now(c->memo->pol) >= memo__pol_of(memo__slot_rec(there))->expires) {
+        /* Expired: this call computes afresh, in its place. */
+        memo__policy_expire_locked(c->memo, l, memo__pol_of(memo__slot_rec(there)), s);
+        there = NULL;
+    }
+    if (there != NULL) {
+        memo__unlock(c->memo, s);
         *again = true;
         return 0;
     }
 #else
     (void)again;
 #endif
-    memo__alloc_local = l;
     memo__table_presize_locked(s, c->key.kind);
     e = memo__marker_new(l, c->key.kind, hash, c->key.u64, c->key.probe.key, c->key.probe.head.a);
     /* A full shard (memo.h, "Limits") is out of memory like a table that cannot grow. */
@@ -435,8 +543,7 @@ static int memo__compute(struct memo_call *c, bool *again)
 #endif
         }
     }
-    memo__alloc_local = NULL;
-    pthread_mutex_unlock(&s->lock);
+    memo__unlock(c->memo, s);
     memo__section_end(l); /* fn runs outside memo's read-side sections */
     if (f == NULL) {
         if (e != NULL)
@@ -539,6 +646,181 @@ bool memo__take_marker(struct memo_call *c, struct memo_marker *e, int *rc)
     return true;
 }
 
+/* ---- policy records: hits, expiry, refresh ------------------------------------------------- */
+
+/* A refresh in progress (stale-while-revalidate): what its cleanup needs if its thread dies. */
+struct memo_refresh {
+    struct memo_call   *call;
+    struct memo_rec    *old;        /* the stale record; may be freed once the section ended */
+    uint64_t            token;      /* old's claim while this refresh runs */
+    struct memo_marker *marker;     /* private: where fn's memo_result puts a byte value */
+};
+
+/* Under both locks: whether old is still the key's record and still claimed by this refresh
+ * (a record freed and another made at its address carries another claim). */
+static bool memo__refresh_still_locked(struct memo_refresh *rf, ck_hs_t *table)
+{
+    struct memo_call *c = rf->call;
+    void *p = ck_hs_get(table, c->key.hash, memo__key_probe(&c->key));
+    return p == (void *)((uintptr_t)rf->old | MEMO__POLICY_TAG) &&
+           atomic_load_explicit(&memo__pol_of(rf->old)->claim, memory_order_relaxed) == rf->token;
+}
+
+/* The refresh failed or its thread is dying: the old value stays, unclaimed, and the next call
+ * past refresh_ns tries again. */
+static void memo__refresh_release(struct memo_refresh *rf, struct memo_local *l)
+{
+    struct memo_call *c = rf->call;
+    memo__lock(c->memo, c->shard, l);
+    if (memo__refresh_still_locked(rf, memo__table(c->shard, c->key.kind)))
+        atomic_store_explicit(&memo__pol_of(rf->old)->claim, 0, memory_order_relaxed);
+    memo__unlock(c->memo, c->shard);
+    if (rf->marker->final != NULL)
+        memo__rec_big_free_now(l, rf->marker->final);
+    memo__marker_free_now(l, rf->marker);
+}
+
+static void memo__refresh_abandon(void *arg)
+{
+    struct memo_refresh *rf = arg;
+    struct memo_local *l = memo__local(rf->call->memo);
+    if (l == NULL) /* cannot happen: this thread's local exists since the call began */
+        abort();
+    memo__refresh_release(rf, l);
+}
+
+/* The call that found old (a value at least refresh_ns old, in c's section) and claimed it with
+ * token: runs fn; on success the new value replaces old (MEMO_REMOVED_REPLACED) unless old left
+ * meanwhile (forgotten, evicted, expired: then nothing is stored), and is the call's result. */
+static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t token)
+{
+    struct memo *m = c->memo;
+    struct memo_local *l = c->local;
+    struct memo_marker *e = memo__marker_new(l, c->key.kind, c->key.hash, c->key.u64, c->key.probe.key,
+                                             c->key.probe.head.a);
+    if (e == NULL) {
+        /* No room to refresh: the old value, and the next call tries again. */
+        atomic_store_explicit(&memo__pol_of(old)->claim, 0, memory_order_relaxed);
+        memo__count(&l->counters.hits);
+        if (c->key.kind == MEMO__KIND_U64) {
+            *c->value = old->b;
+            memo__section_end(l);
+        } else {
+            memo__deliver_bytes(c, old);
+        }
+        return 0;
+    }
+    memo__section_end(l); /* fn runs outside memo's read-side sections */
+    memo__count(&l->counters.misses);
+    struct memo_refresh rf = { c, old, token, e };
+    struct memo_result result = { m, e };
+    uint64_t value = 0;
+    int rc;
+    pthread_cleanup_push(memo__refresh_abandon, &rf);
+    if (c->key.kind == MEMO__KIND_U64)
+        rc = c->fn_u64(c->ctx, c->key.u64, &value);
+    else
+        rc = c->fn(c->ctx, c->key.probe.key, c->key.probe.head.a, &result);
+    pthread_cleanup_pop(0);
+    if (rc == 0 && c->key.kind == MEMO__KIND_BYTES && e->final == NULL &&
+        (e->final = memo__rec_big_new(l, c->key.probe.key, c->key.probe.head.a, 0)) == NULL)
+        rc = MEMO_ENOMEM;
+    struct memo_rec *rec = NULL;
+    if (rc == 0 && c->key.kind == MEMO__KIND_U64 &&
+        (rec = memo__rec_big_new(l, NULL, 0, 0)) == NULL)
+        rc = MEMO_ENOMEM;
+    if (rc != 0) {
+        memo__count(&l->counters.errors);
+        memo__refresh_release(&rf, l);
+        return rc;
+    }
+    if (c->key.kind == MEMO__KIND_U64) {
+        rec->a = c->key.u64;
+        rec->b = value;
+    } else {
+        rec = e->final;
+        e->final = NULL;
+        ck_epoch_begin(&l->record, NULL); /* before the new record can be evicted and retired */
+    }
+    ck_hs_t *table = memo__table(c->shard, c->key.kind);
+    memo__lock(m, c->shard, l);
+    bool stored = false;
+    if (memo__refresh_still_locked(&rf, table)) {
+        if (memo__policy_admit_locked(m, e, rec)) {
+            void *previous = NULL;
+            MEMO_ANN_PUBLISH(rec);
+            (void)ck_hs_set(table, c->key.hash, (void *)((uintptr_t)rec | MEMO__POLICY_TAG), &previous);
+            struct memo_pol *oh = memo__pol_of(old);
+            memo__policy_replace_locked(m, oh, memo__pol_of(rec));
+            oh->reason = MEMO_REMOVED_REPLACED;
+            memo__pol_retire(l, oh);
+            memo__policy_stored_locked(m, l, memo__pol_of(rec), c->shard);
+            stored = true;
+        } else {
+            atomic_store_explicit(&memo__pol_of(old)->claim, 0, memory_order_relaxed);
+        }
+    }
+    memo__unlock_shard(c->shard);
+    if (stored)
+        memo__policy_after_store(m);
+    pthread_mutex_unlock(&m->pol->lock);
+    memo__marker_free_now(l, e);
+    if (c->key.kind == MEMO__KIND_U64) {
+        *c->value = value;
+        if (!stored)
+            memo__rec_big_free_now(l, rec);
+    } else {
+        memo__deliver_bytes(c, rec);
+        if (!stored)
+            memo__rec_retire_big(l, rec); /* the ref's section holds it */
+    }
+    memo__retire_poll(l);
+    return 0;
+}
+
+/* A policy record r found by c (in its section). Returns true when the call is over (*rc): a
+ * hit (the value, or a stored failure's code), or a refresh this call ran. Returns false, still
+ * in the section, when r has expired: the call computes afresh. */
+static bool memo__policy_hit(struct memo_call *c, struct memo_rec *r, int *rc)
+{
+    struct memo_policy *p = c->memo->pol;
+    struct memo_pol *h = memo__pol_of(r);
+    uint64_t now = 0;
+    /* The clock is read only for a record that can expire, or for refresh. */
+    if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
+        now = memo__policy_now(p);
+        if (now >= h->expires)
+            return false;
+    }
+    if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
+        atomic_store_explicit(&h->visited, 1, memory_order_relaxed);
+    if (h->code != 0) {
+        memo__count(&c->local->counters.hits);
+        *rc = h->code;
+        memo__section_end(c->local);
+        return true;
+    }
+    if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns &&
+        atomic_load_explicit(&h->claim, memory_order_relaxed) == 0) {
+        uint64_t token = atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1;
+        uint64_t none = 0;
+        if (atomic_compare_exchange_strong_explicit(&h->claim, &none, token, memory_order_relaxed,
+                                                    memory_order_relaxed)) {
+            *rc = memo__refresh(c, r, token);
+            return true;
+        }
+    }
+    memo__count(&c->local->counters.hits);
+    if (c->key.kind == MEMO__KIND_U64) {
+        *c->value = r->b;
+        memo__section_end(c->local);
+    } else {
+        memo__deliver_bytes(c, r);
+    }
+    *rc = 0;
+    return true;
+}
+
 /* Everything after a first lookup that did not hit. Called inside a section; p is what the
  * table held (NULL, or a marker: a record would have been a hit). */
 static int memo__get_slow(struct memo_call *c, void *p)
@@ -551,6 +833,11 @@ static int memo__get_slow(struct memo_call *c, void *p)
             rc = memo__compute(c, &again);
             if (!again)
                 return rc; /* compute ended the section (a ref's section is a new one) */
+        } else if (memo__is_policy(p)) {
+            if (memo__policy_hit(c, memo__slot_rec(p), &rc))
+                return rc;
+            p = NULL; /* expired: computed afresh (memo__compute takes it out) */
+            continue;
         } else if (!memo__is_marker(p)) {
             /* A record: stored by a computation that ended meanwhile. */
             memo__count(&c->local->counters.hits);
@@ -612,6 +899,54 @@ int memo__get_dense_slow(struct memo *m, uint64_t key, memo_fn_u64 *fn, void *ct
     }
 }
 
+/* The hit on a policy record (a memo with bounds, expiry or a removal callback), from the hit
+ * paths, inside the section: a value that has not expired and is not due for refresh is the
+ * call's, with the record's visited bit set if it was clear (the only write). Anything else
+ * (expired, a stored failure, refresh due) returns false, still in the section, for the slow
+ * path. Out of line, so that the lean hit path keeps its registers. */
+static inline bool memo__policy_hit_fast(struct memo *m, struct memo_pol *h)
+{
+    if (h->code != 0)
+        return false;
+    const struct memo_policy *p = m->pol;
+    if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
+        uint64_t now = memo__policy_now(p);
+        if (now >= h->expires || (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns))
+            return false;
+    }
+    if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
+        atomic_store_explicit(&h->visited, 1, memory_order_relaxed);
+    return true;
+}
+
+__attribute__((noinline)) static bool memo__policy_hit_u64(struct memo *m, struct memo_local *l, void *p,
+                                                           uint64_t *value)
+{
+    struct memo_rec *r = memo__slot_rec(p);
+    if (!memo__policy_hit_fast(m, memo__pol_of(r)))
+        return false;
+    MEMO_ANN_GOT(r);
+    *value = r->b;
+    memo__section_end(l);
+    memo__count(&l->counters.hits);
+    return true;
+}
+
+__attribute__((noinline)) static bool memo__policy_hit_bytes(struct memo *m, struct memo_local *l, void *p,
+                                                             memo_ref_t *ref)
+{
+    struct memo_rec *r = memo__slot_rec(p);
+    if (!memo__policy_hit_fast(m, memo__pol_of(r)))
+        return false;
+    MEMO_ANN_GOT(r);
+    memo__count(&l->counters.hits);
+    ref->data = memo__rec_value(r);
+    ref->len = r->b;
+    ref->memo__local = l;
+    ref->memo__pad = 0;
+    return true;
+}
+
 /* A u64 call past the hit path. Either l is the caller's local, the call is inside its section,
  * and p is what the table held for the key (NULL or a marker); or l is NULL (the arguments not
  * checked yet, or the thread's local not in its cache) and no section is open. Kept out of line,
@@ -622,6 +957,9 @@ __attribute__((noinline)) static int memo__get_u64_slow(memo_t *m, uint64_t key,
 {
     unsigned long hash;
     struct memo_shard *s;
+    /* A bounded memo's hit comes here first (its record is tagged). */
+    if (p != NULL && memo__is_policy(p) && memo__policy_hit_u64(m, l, p, value))
+        return 0;
     if (l == NULL) {
         if (m == NULL || fn == NULL || value == NULL)
             return MEMO_EINVAL;
@@ -679,7 +1017,7 @@ static inline int memo__get_u64(memo_t *m, uint64_t key, memo_fn_u64 *fn, void *
         ck_epoch_begin(&a.l->record, NULL);
         void *p = ck_hs_get(&memo__shard(m, hash)->u64, hash, &a.key);
         struct memo_local *l = a.l; /* read back once: the store to *value below may alias a */
-        if (memo__likely(p != NULL && !memo__is_marker(p))) {
+        if (memo__likely(p != NULL && memo__is_lean(p))) {
             MEMO_ANN_GOT(p);
             *a.value = ((const struct memo_rec *)p)->b;
             memo__section_end(l);
@@ -744,7 +1082,7 @@ static inline int memo__get_bytes(memo_t *m, const void *key, size_t key_len, me
         void *p = ck_hs_get(&memo__shard(m, hash)->bytes, hash, &a.probe);
         struct memo_local *l = a.l;
         memo_ref_t *r = a.ref;
-        if (memo__likely(p != NULL && !memo__is_marker(p))) {
+        if (memo__likely(p != NULL && memo__is_lean(p))) {
             MEMO_ANN_GOT(p);
             struct memo_rec *rec = p;
             memo__count(&l->counters.hits);
@@ -755,6 +1093,8 @@ static inline int memo__get_bytes(memo_t *m, const void *key, size_t key_len, me
             r->memo__pad = 0;
             return 0;
         }
+        if (p != NULL && memo__is_policy(p) && memo__policy_hit_bytes(a.m, l, p, r))
+            return 0;
         memo__section_end(l);
     }
     if (a.ref != NULL)
@@ -792,6 +1132,21 @@ void memo_release(memo_ref_t *ref)
 
 /* ---- lookups and forgetting ---------------------------------------------------------------- */
 
+/* Whether a lookup may return the record in slot p: a lean one always; a policy record if it
+ * holds a value (not a stored failure) that has not expired. A lookup is an access: it sets the
+ * record's visited bit as a hit does. */
+static bool memo__lookup_live(struct memo *m, void *p)
+{
+    if (memo__is_lean(p))
+        return true;
+    struct memo_pol *h = memo__pol_of(memo__slot_rec(p));
+    if (h->code != 0 || (h->expires != UINT64_MAX && memo__policy_now(m->pol) >= h->expires))
+        return false;
+    if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
+        atomic_store_explicit(&h->visited, 1, memory_order_relaxed);
+    return true;
+}
+
 int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref)
 {
     if (ref != NULL)
@@ -802,9 +1157,9 @@ int memo_lookup(memo_t *m, const void *key, size_t key_len, memo_ref_t *ref)
     memo__key_bytes(&k, m, key, key_len);
     struct memo_local *l = memo__lookup_begin(m);
     void *p = ck_hs_get(&memo__shard(m, k.hash)->bytes, k.hash, &k.probe);
-    if (p != NULL && !memo__is_marker(p)) {
+    if (p != NULL && !memo__is_marker(p) && memo__lookup_live(m, p)) {
         MEMO_ANN_GOT(p);
-        struct memo_rec *r = p;
+        struct memo_rec *r = memo__slot_rec(p);
         memo__count_hit(l);
         ref->data = memo__rec_value(r);
         ref->len = r->b;
@@ -830,9 +1185,9 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
     int rc = MEMO_ENOENT;
     struct memo_local *l = memo__lookup_begin(m);
     void *p = ck_hs_get(&memo__shard(m, hash)->u64, hash, &key);
-    if (p != NULL && !memo__is_marker(p)) {
+    if (p != NULL && !memo__is_marker(p) && memo__lookup_live(m, p)) {
         MEMO_ANN_GOT(p);
-        *value = ((const struct memo_rec *)p)->b;
+        *value = memo__slot_rec(p)->b;
         memo__count_hit(l);
         rc = 0;
     }
@@ -866,19 +1221,22 @@ static int memo__forget(struct memo *m, struct memo_key *k)
     struct memo_local *l = memo__local_or_spare(m);
     struct memo_shard *s = memo__shard(m, k->hash);
     int rc = MEMO_ENOENT;
-    pthread_mutex_lock(&s->lock);
-    memo__alloc_local = l;
+    memo__lock(m, s, l);
     void *p = ck_hs_remove(memo__table(s, k->kind), k->hash, memo__key_probe(k));
     if (p != NULL && memo__is_marker(p)) {
         /* Under the lock, which the owner takes to publish: it will see DETACHED. */
         atomic_fetch_or_explicit(&memo__slot_marker(p)->state, MEMO__DETACHED, memory_order_relaxed);
+    } else if (p != NULL && memo__is_policy(p)) {
+        /* A value or a stored failure: either is forgotten (0). */
+        atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
+        memo__policy_remove_locked(m, l, memo__pol_of(memo__slot_rec(p)), MEMO_REMOVED_FORGOTTEN);
+        rc = 0;
     } else if (p != NULL) {
         atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
         memo__rec_retire(l, s, p, k->kind);
         rc = 0;
     }
-    memo__alloc_local = NULL;
-    pthread_mutex_unlock(&s->lock);
+    memo__unlock(m, s);
     memo__retire_poll(l);
     memo__spare_put(m, l);
     return rc;
@@ -920,6 +1278,21 @@ void memo_clear(memo_t *m)
     memo__epoch_poll(l);
     memo__epoch_poll_parked(m);
     memo__spare_put(m, l);
+    if (!l->is_spare)
+        memo__removals_run(l);
+}
+
+int memo_set_limits(memo_t *m, uint64_t max_entries, uint64_t max_bytes)
+{
+    if (m == NULL || m->pol == NULL)
+        return MEMO_EINVAL;
+    struct memo_local *l = memo__local_or_spare(m);
+    pthread_mutex_lock(&m->pol->lock);
+    memo__policy_set_limits_locked(m, l, max_entries, max_bytes);
+    pthread_mutex_unlock(&m->pol->lock);
+    memo__retire_poll(l);
+    memo__spare_put(m, l);
+    return 0;
 }
 
 void memo_stats(memo_t *m, memo_stats_t *out)
@@ -943,7 +1316,7 @@ void memo_stats(memo_t *m, memo_stats_t *out)
     for (unsigned i = 0; i < m->nshards; i++)
         entries += atomic_load_explicit(&m->shards[i].entries, memory_order_relaxed);
     out->entries = entries > 0 ? (uint64_t)entries : 0;
-    out->evictions = 0; /* no bounds yet: nothing is ever evicted */
+    out->evictions = m->pol != NULL ? atomic_load_explicit(&m->pol->evictions, memory_order_relaxed) : 0;
     out->bytes = bytes > 0 ? (uint64_t)bytes : 0;
 }
 
@@ -982,17 +1355,27 @@ int memo_result_set(memo_result_t *out, const void *value, size_t len)
     return memo__result_replace(out, len, value) != NULL ? 0 : MEMO_ENOMEM;
 }
 
+int memo_result_ttl(memo_result_t *out, uint64_t ttl_ns)
+{
+    /* A memo without a policy keeps no deadline in its records (memo.h). */
+    if (out == NULL || out->memo->pol == NULL)
+        return MEMO_EINVAL;
+    out->marker->ttl = ttl_ns;
+    out->marker->ttl_set = true;
+    return 0;
+}
+
 /* ---- MEMO_DEFINE_U64 ----------------------------------------------------------------------- */
 
-memo_t *memo__define_memo(memo_t *volatile *slot)
+memo_t *memo__define_memo_config(memo_t *volatile *slot, const memo_config_t *cfg)
 {
     memo_t *m = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
     if (m != NULL)
         return m;
     memo_t *fresh = NULL;
-    int rc = memo_create(&fresh, NULL);
+    int rc = memo_create(&fresh, cfg);
     if (rc != 0) {
-        fprintf(stderr, "memo: creating a MEMO_DEFINE_U64 memo: %s\n", memo_strerror(rc));
+        fprintf(stderr, "memo: creating a decorator's memo: %s\n", memo_strerror(rc));
         abort();
     }
     memo_t *expected = NULL;
@@ -1001,6 +1384,21 @@ memo_t *memo__define_memo(memo_t *volatile *slot)
         return fresh;
     memo_destroy(fresh);
     return expected;
+}
+
+memo_t *memo__define_memo(memo_t *volatile *slot)
+{
+    return memo__define_memo_config(slot, NULL);
+}
+
+memo_t *memo__define_memo_bounded(memo_t *volatile *slot, uint64_t max_entries)
+{
+    memo_t *m = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (m != NULL)
+        return m;
+    memo_config_t c = MEMO_CONFIG_INIT;
+    c.max_entries = max_entries;
+    return memo__define_memo_config(slot, &c);
 }
 
 uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn, const char *name)

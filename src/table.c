@@ -95,9 +95,16 @@ static void memo__free_big_records(struct memo *m, ck_hs_t *table, unsigned kind
 {
     ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
     void *obj;
-    while (ck_hs_next(table, &it, &obj))
-        if (!memo__is_marker(obj) && memo__rec_is_big(m, obj, kind))
+    while (ck_hs_next(table, &it, &obj)) {
+        if (memo__is_marker(obj))
+            continue;
+        if (memo__is_policy(obj)) {
+            /* A value still stored: reported to the removal callback (MEMO_REMOVED_DESTROYED). */
+            memo__policy_remove_locked(m, l, memo__pol_of(memo__slot_rec(obj)), MEMO_REMOVED_DESTROYED);
+        } else if (memo__rec_is_big(m, obj, kind)) {
             memo__rec_big_free_now(l, obj);
+        }
+    }
 }
 
 /* memo_destroy: nobody uses m any more, and every pending free has run. Frees every record, the
@@ -109,6 +116,14 @@ void memo__shards_destroy(struct memo *m, struct memo_local *l)
         struct memo_shard *s = &m->shards[i];
         memo__free_big_records(m, &s->u64, MEMO__KIND_U64, l);
         memo__free_big_records(m, &s->bytes, MEMO__KIND_BYTES, l);
+    }
+    if (m->pol != NULL) {
+        /* The records just retired: nobody reads them any more (this is memo_destroy). */
+        ck_epoch_reclaim(&l->record);
+        memo__removals_run(l);
+    }
+    for (unsigned i = 0; i < m->nshards; i++) {
+        struct memo_shard *s = &m->shards[i];
         if (s->store != NULL)
             memo__store_free(l, s->store);
         ck_hs_destroy(&s->u64);
@@ -140,8 +155,11 @@ static int64_t memo__table_clear_locked(struct memo *m, struct memo_shard *s, un
             continue;
         }
         stored++;
-        if (memo__rec_is_big(m, obj, kind))
+        if (memo__is_policy(obj)) {
+            memo__policy_remove_locked(m, l, memo__pol_of(memo__slot_rec(obj)), MEMO_REMOVED_FORGOTTEN);
+        } else if (memo__rec_is_big(m, obj, kind)) {
             memo__rec_retire(l, s, obj, kind);
+        }
     }
     if (!ck_hs_reset_size(table, MEMO__HS_MIN)) {
         /* Removal leaves a tombstone in place and moves nothing: one pass sees every slot. */
@@ -163,15 +181,13 @@ static int64_t memo__table_clear_locked(struct memo *m, struct memo_shard *s, un
  */
 void memo__shard_clear(struct memo *m, struct memo_shard *s, struct memo_local *l)
 {
-    pthread_mutex_lock(&s->lock);
-    memo__alloc_local = l;
+    memo__lock(m, s, l);
     int64_t stored = memo__table_clear_locked(m, s, MEMO__KIND_U64, l) +
                      memo__table_clear_locked(m, s, MEMO__KIND_BYTES, l);
     struct memo_store *old = s->store;
     s->store = NULL;
     atomic_fetch_sub_explicit(&s->entries, stored, memory_order_relaxed);
-    memo__alloc_local = NULL;
-    pthread_mutex_unlock(&s->lock);
+    memo__unlock(m, s);
     if (old != NULL)
         memo__store_retire(l, old);
 }

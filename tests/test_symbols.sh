@@ -35,7 +35,8 @@ missing=""
 for s in memo_create memo_destroy memo_get memo_get_timed memo_lookup memo_release \
          memo_result_set memo_result_alloc memo_get_u64 memo_get_u64_timed memo_lookup_u64 \
          memo_forget memo_forget_u64 memo_clear memo_stats memo_strerror memo_err_name \
-         memo_version memo__define_memo memo__define_call memo__define_get; do
+         memo_version memo__define_memo memo__define_call memo__define_get \
+         memo_set_limits memo_result_ttl memo__define_memo_config memo__define_memo_bounded; do
     printf '%s\n' "$syms" | grep -qx "$s" || missing="$missing $s"
 done
 if [ -z "$missing" ]; then
