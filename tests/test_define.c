@@ -13,6 +13,9 @@
  *  - bitwise keys: 0.0 and -0.0 are different keys; a struct argument's padding does not split a
  *    key (the key struct is zeroed before the fields are copied in); a pointer argument is keyed by
  *    its address.
+ *  - bounds: MEMO_DEFINE_BOUNDED keeps at most max_entries values (byte path and u64 path;
+ *    max_entries = 1 keeps the last value), recomputes an evicted key once; MEMO_DEFINE_U64_CONFIG
+ *    applies its designated initializers.
  */
 #include "tap.h"
 
@@ -60,6 +63,32 @@ MEMO_DEFINE(double, neg, (double, x))
 MEMO_DEFINE(int8_t, narrow, (int8_t, a), (uint16_t, b), (int32_t, c))
 {
     return (int8_t)(a + b + c);
+}
+
+/* lru_cache(maxsize=4): the byte path (a 12-byte key). */
+static atomic_uint price_calls;
+
+MEMO_DEFINE_BOUNDED(double, price, 4, (int32_t, item), (double, qty))
+{
+    atomic_fetch_add(&price_calls, 1);
+    return item * 1.5 * qty;
+}
+
+/* The u64 path, bounded to one value, and a config through MEMO_DEFINE_U64_CONFIG. */
+static atomic_uint last_calls;
+
+MEMO_DEFINE_BOUNDED(uint32_t, last, 1, (uint32_t, x))
+{
+    atomic_fetch_add(&last_calls, 1);
+    return x * 7;
+}
+
+static atomic_uint sq_calls;
+
+MEMO_DEFINE_U64_CONFIG(sq, n, .max_entries = 3, .failure_ttl_ns = 0)
+{
+    atomic_fetch_add(&sq_calls, 1);
+    return n * n;
 }
 
 static uint64_t binom_ref(uint32_t n, uint32_t k)
@@ -147,5 +176,49 @@ int main(void)
     memo_stats(narrow_memo(), &st);
     is_u64(st.misses, 1, "narrow: one computation");
     is_u64(st.hits, 1, "narrow: one hit");
+
+    /* MEMO_DEFINE_BOUNDED: at most max_entries values; an evicted key is computed again. */
+    for (int32_t item = 0; item < 10; item++)
+        is_int(price(item, 2.0) == item * 3.0, 1, "price(%d, 2.0) right", (int)item);
+    memo_stats(price_memo(), &st);
+    ok(st.entries <= 4, "MEMO_DEFINE_BOUNDED(..., 4, ...): %llu entries after 10 keys", (unsigned long long)st.entries);
+    is_u64(st.evictions, 10 - st.entries, "... the rest evicted (evictions = keys - entries)");
+    is_u64(atomic_load(&price_calls), 10, "... each key computed once so far");
+    unsigned before = atomic_load(&price_calls);
+    is_int(price(9, 2.0) == 27.0, 1, "the last key stored is still right");
+    is_u64(atomic_load(&price_calls), before, "... and a hit: the newest value is kept");
+    /* Which keys went is the policy's choice: find one that is not stored (its key is the
+     * decorator's key struct, as the macro builds it). */
+    int32_t gone = -1;
+    for (int32_t item = 0; item < 10 && gone < 0; item++) {
+        struct price_memo__key k;
+        memset(&k, 0, sizeof k);
+        k.item = item;
+        k.qty = 2.0;
+        memo_ref_t ref = MEMO_REF_INIT;
+        if (memo_lookup(price_memo(), &k, sizeof k, &ref) == MEMO_ENOENT)
+            gone = item;
+        memo_release(&ref);
+    }
+    ok(gone >= 0, "an evicted key: price(%d, 2.0) is not stored", (int)gone);
+    is_int(price(gone, 2.0) == gone * 3.0, 1, "... asked again, its value is right");
+    is_u64(atomic_load(&price_calls), before + 1, "... computed again, once");
+    (void)price(gone, 2.0);
+    is_u64(atomic_load(&price_calls), before + 1, "... and stored: the next call is a hit");
+
+    is_u64(last(5), 35, "MEMO_DEFINE_BOUNDED(..., 1, ...): last(5)");
+    is_u64(last(6), 42, "last(6)");
+    is_u64(last(6), 42, "last(6) again");
+    is_u64(atomic_load(&last_calls), 2, "max_entries = 1 keeps the last value (a hit)");
+    is_u64(last(5), 35, "last(5) again");
+    is_u64(atomic_load(&last_calls), 3, "... the value before it was evicted: computed again");
+    memo_stats(last_memo(), &st);
+    is_u64(st.entries, 1, "one entry");
+
+    for (uint64_t n = 0; n < 8; n++)
+        is_u64(sq(n), n * n, "MEMO_DEFINE_U64_CONFIG(sq, n, .max_entries = 3): sq(%llu)", (unsigned long long)n);
+    memo_stats(sq_memo(), &st);
+    is_u64(st.entries, 3, "... its config applies: 3 entries after 8 keys");
+    is_u64(st.evictions, 5, "... 5 evicted");
     return done_testing();
 }

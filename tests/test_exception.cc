@@ -1,6 +1,7 @@
 /*
  * test_exception (C++17): a C++ exception thrown through fn, and the C++ twin that proves
- * <memo.h> compiles as C++ (MEMO_DEFINE_U64, MEMO_DEFINE, MEMO_CONFIG_INIT, MEMO_REF_INIT).
+ * <memo.h> compiles as C++ (MEMO_DEFINE_U64, MEMO_DEFINE, MEMO_DEFINE_BOUNDED, MEMO_CONFIG_INIT,
+ * MEMO_REF_INIT).
  *
  * Catches: a memo built without -fexceptions or without a cleanup on the fn call (the exception
  * reaches the caller but the in-flight marker stays: waiters sleep forever and the next call
@@ -30,6 +31,11 @@ MEMO_DEFINE(cxx_pair, cxx_split, (uint32_t, a), (double, b), (uint8_t, c))
 {
     cxx_pair p = { b * 2, static_cast<uint16_t>(a + c) };
     return p;
+}
+
+MEMO_DEFINE_BOUNDED(uint64_t, cxx_tri, 2, (uint32_t, n))
+{
+    return static_cast<uint64_t>(n) * (n + 1) / 2;
 }
 
 MEMO_DEFINE_U64(cxx_fib, n)
@@ -271,6 +277,11 @@ void test_header_in_cxx()
     memo_stats_t s;
     memo_stats(cxx_fib_memo(), &s);
     is_u64(s.misses, 91, "C++: cxx_fib_memo() stats misses == 91");
+    uint64_t tri = 0;
+    for (uint32_t n = 0; n < 5; n++)
+        tri += cxx_tri(n);
+    memo_stats(cxx_tri_memo(), &s);
+    is_int(tri == 20 && s.entries == 2 && s.evictions == 3, 1, "C++: MEMO_DEFINE_BOUNDED keeps 2 of 5 values");
 }
 
 } // namespace
