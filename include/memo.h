@@ -55,8 +55,10 @@ extern "C" {
 #endif
 
 #define MEMO_VERSION_MAJOR 0
-#define MEMO_VERSION_MINOR 1
+#define MEMO_VERSION_MINOR 2
 #define MEMO_VERSION_PATCH 0
+/* 0xMMmmpp: compare with #if MEMO_VERSION_HEX >= 0x000200 */
+#define MEMO_VERSION_HEX ((MEMO_VERSION_MAJOR << 16) | (MEMO_VERSION_MINOR << 8) | MEMO_VERSION_PATCH)
 
 #if defined(MEMO_STATIC)
 #define MEMO_EXPORT
@@ -77,8 +79,22 @@ extern "C" {
 #define MEMO_ETIMEDOUT  (-4)  /* a timed call gave up waiting for another thread's computation */
 #define MEMO_ENOENT     (-5)  /* memo_lookup / memo_forget: nothing stored under that key */
 
-/* A static string naming any code, including positive ones ("compute function failed with code
- * N") and unknown negative ones. Never blocks; thread-safe; never returns NULL. */
+/* Every code of memo's own with its text: the one list that memo_strerror and memo_err_name are
+ * made from (so that they cannot drift apart), for a caller's own tables too:
+ *   #define CASE(code, text) case code: ...
+ *   MEMO_ERRNO_MAP(CASE) */
+#define MEMO_ERRNO_MAP(XX)                                                             \
+    XX(MEMO_OK, "success")                                                             \
+    XX(MEMO_ENOMEM, "out of memory")                                                   \
+    XX(MEMO_EINVAL, "invalid argument")                                                \
+    XX(MEMO_EDEADLK, "the value depends on itself (a computation cycle)")              \
+    XX(MEMO_ETIMEDOUT, "timed out waiting for another thread's computation")           \
+    XX(MEMO_ENOENT, "no value stored under that key")
+
+/* A string naming any code: memo's own codes and unknown negative ones get a static string; a
+ * positive code gets "compute function failed with code N", written into a per-thread buffer that
+ * stays valid until this thread's next memo_strerror of a positive code. Never blocks;
+ * thread-safe; never returns NULL. */
 MEMO_EXPORT const char *memo_strerror(int code);
 /* The short name of a code ("MEMO_ENOMEM"), or "MEMO_E?" for an unknown one. Never blocks. */
 MEMO_EXPORT const char *memo_err_name(int code);
@@ -191,8 +207,8 @@ typedef struct memo_config {
  * Storage: a memo with any of these settings keeps, before each stored value, 48 bytes for its
  * policy (list links, deadlines, the visited bit), and each value is malloc'd alone (as with
  * MEMO_F_SYSTEM_ALLOC); a memo without keeps the lean layout (16 bytes per u64 value). Memory
- * outside memo_stats.bytes: the frequency sketch, 2 bytes per max_entries (at least 2 KiB, 128 KiB
- * for a memo bounded by bytes alone), made at create. Dense keys take no policy: dense_keys with
+ * outside memo_stats.bytes: the frequency sketch, 2 bytes per max_entries (at least 2 KiB, at
+ * most 2 MiB; 128 KiB for a memo bounded by bytes alone), made at create. Dense keys take no policy: dense_keys with
  * any bound, expiry setting, on_removal or clock is MEMO_EINVAL.
  */
 
@@ -381,8 +397,8 @@ typedef struct memo_stats {
 /*
  * Sums the per-thread counters of m (threads that have exited included). Exact once the threads
  * that used m are quiescent; while calls run, each counter is a recent value. memo_lookup counts
- * as a hit when it finds a value and counts nothing otherwise. May block briefly (it takes
- * m's registry lock, not the shard locks).
+ * as a hit when it finds a value and counts nothing otherwise. May block briefly (it takes the
+ * lock of m's list of per-thread states, not the shard locks).
  */
 MEMO_EXPORT void memo_stats(memo_t *m, memo_stats_t *out);
 

@@ -249,6 +249,14 @@ static void test_errors_and_version(void)
                 strcmp(memo_strerror(codes[i]), memo_strerror(codes[j])) == 0)
                 distinct = false;
     ok(distinct, "memo_strerror gives each code its own message");
+#define CHECK_MAP(code, text)                                                                      \
+    is_str(memo_strerror(code), text, "MEMO_ERRNO_MAP: memo_strerror(%s)", #code);                 \
+    is_str(memo_err_name(code), #code, "MEMO_ERRNO_MAP: memo_err_name(%s)", #code);
+    MEMO_ERRNO_MAP(CHECK_MAP)
+#undef CHECK_MAP
+    ok(MEMO_VERSION_HEX == (MEMO_VERSION_MAJOR << 16 | MEMO_VERSION_MINOR << 8 | MEMO_VERSION_PATCH) &&
+           MEMO_VERSION_HEX >= 0x000200,
+       "MEMO_VERSION_HEX is 0x%06x (0.2 or later)", MEMO_VERSION_HEX);
 
     const char *unknown = memo_strerror(-999);
     ok(unknown != NULL && unknown[0] != '\0', "memo_strerror(-999) (unknown) is a non-empty string");
