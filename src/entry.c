@@ -328,11 +328,14 @@ static void memo__big_reclaim(ck_epoch_entry_t *retire)
     memo__mem_free(l, b, b->size);
 }
 
+/* A policy record that was never stored (not admitted, or its computation detached): its bytes
+ * left the memo's count when it was retired (memo__rec_retire_big), as a stored one's do. */
 static void memo__pbig_reclaim_silent(ck_epoch_entry_t *retire)
 {
     struct memo_pbig *b = (struct memo_pbig *)retire;
     struct memo_local *l = memo__alloc_local;
     MEMO_ANN_RECLAIM(l->memo);
+    memo__mem_account(l, (int64_t)b->size);
     memo__mem_free(l, b, b->size);
 }
 
@@ -394,8 +397,11 @@ void memo__batch_seal(struct memo_local *l)
  * waiters may still be reading). */
 void memo__rec_retire_big(struct memo_local *l, struct memo_rec *r)
 {
-    if (l->memo->pol != NULL)
-        ck_epoch_call(&l->record, &memo__pbig_of(memo__pol_of(r))->retire, memo__pbig_reclaim_silent);
+    if (l->memo->pol != NULL) {
+        struct memo_pbig *b = memo__pbig_of(memo__pol_of(r));
+        memo__mem_account(l, -(int64_t)b->size);
+        ck_epoch_call(&l->record, &b->retire, memo__pbig_reclaim_silent);
+    }
     else
         ck_epoch_call(&l->record, &((struct memo_big *)memo__big_block(l->memo, r))->retire, memo__big_reclaim);
 }

@@ -21,7 +21,7 @@ static void memo__fork_prepare(void)
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
         pthread_mutex_lock(&m->spare_lock); /* before the shard locks, as forget takes them */
         if (m->pol != NULL)
-            pthread_mutex_lock(&m->pol->lock); /* before locals_lock: the climber takes it inside */
+            pthread_mutex_lock(&m->pol->lock); /* after spare_lock, before the shard locks (policy.c) */
         pthread_mutex_lock(&m->locals_lock);
         for (unsigned i = 0; i < m->nshards; i++)
             pthread_mutex_lock(&m->shards[i].lock);

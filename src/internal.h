@@ -386,6 +386,11 @@ struct memo_thread {
 
 #define MEMO__SKETCH_ROWS 4
 
+struct memo_ghost {
+    uint64_t hash;
+    uint64_t seq;
+};
+
 /* A memo's policy: bounds, expiry, the removal callback, and the eviction state. Every writer of
  * a memo with a policy takes its lock before a shard lock (memo__lock); eviction takes the shard
  * lock of each victim in turn under it. Hits take neither. */
@@ -404,16 +409,18 @@ struct memo_policy {
     uint64_t         n[4];
     uint64_t         count;         /* records in the lists */
     uint64_t         rec_bytes;     /* their blocks' bytes */
-    uint64_t         window_cap;    /* the window's share (hill climbing moves it) */
+    uint64_t         window_cap;    /* the window's share; ghost hits move it */
+    bool             cold;          /* no reuse seen yet: the window is the whole bound */
+    uint64_t         cold_evictions;
     /* The frequency sketch: 4-bit counters, two per byte. */
     unsigned char   *sketch;
     uint64_t         sketch_mask;   /* counters per row - 1 */
     uint64_t         sketch_adds, sketch_period;
-    /* Hill climbing of the window. */
-    uint64_t         climb_requests, climb_hits; /* totals at the last step */
-    uint64_t         climb_misses;  /* inserts since the last step */
-    double           climb_prev_rate, climb_step;
-    int              climb_dir;
+    /* The ghosts (policy.c): two rings of recently evicted keys' hashes, and a map of them. */
+    struct memo_ghost *ghost[2];
+    uint64_t         ghost_cap, ghost_head[2], ghost_n[2], ghost_seq;
+    struct memo_ghost *gmap;        /* hash 0: empty; seq: seq << 1 | which ghost */
+    uint64_t         gmap_mask;
     /* Shared counters. */
     alignas(MEMO__CACHELINE) _Atomic int64_t bytes; /* memo_stats.bytes of the memo */
     _Atomic uint64_t evictions;
@@ -636,18 +643,17 @@ MEMO__HIDDEN void memo__dense_flight_fail(struct memo_flight_run *run, struct me
 MEMO__HIDDEN int  memo__policy_init(struct memo *m, const memo_config_t *c);
 MEMO__HIDDEN void memo__policy_destroy(struct memo *m);
 MEMO__HIDDEN uint64_t memo__policy_now(const struct memo_policy *p);
-MEMO__HIDDEN void memo__policy_link_locked(struct memo *m, struct memo_pol *e);
 MEMO__HIDDEN void memo__policy_unlink_locked(struct memo *m, struct memo_pol *e);
 MEMO__HIDDEN void memo__policy_remove_locked(struct memo *m, struct memo_local *l, struct memo_pol *e,
                                              unsigned reason);
 MEMO__HIDDEN void memo__policy_expire_locked(struct memo *m, struct memo_local *l, struct memo_pol *e,
                                              struct memo_shard *held);
 MEMO__HIDDEN void memo__policy_replace_locked(struct memo *m, struct memo_pol *old, struct memo_pol *fresh);
-/* After fresh was linked (held: the shard whose lock the caller also holds). */
+/* fresh was just put in its table (held: the shard whose lock the caller also holds). */
 MEMO__HIDDEN void memo__policy_stored_locked(struct memo *m, struct memo_local *l, struct memo_pol *fresh,
                                              struct memo_shard *held);
-/* Once the shard lock is let go, still under the policy lock. */
-MEMO__HIDDEN void memo__policy_after_store(struct memo *m);
+MEMO__HIDDEN void memo__policy_replaced_locked(struct memo *m, struct memo_local *l, struct memo_pol *old,
+                                               struct memo_pol *fresh, struct memo_shard *held);
 MEMO__HIDDEN void memo__removals_run(struct memo_local *l);
 MEMO__HIDDEN void memo__policy_set_limits_locked(struct memo *m, struct memo_local *l, uint64_t max_entries,
                                                  uint64_t max_bytes);

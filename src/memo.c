@@ -292,12 +292,11 @@ static void memo__policy_publish_locked(struct memo_flight_run *run, struct memo
 {
     struct memo_marker *e = run->marker;
     void *previous = NULL;
-    MEMO_ANN_PUBLISH(r);
-    (void)ck_hs_set(run->table, e->hash, (void *)((uintptr_t)r | MEMO__POLICY_TAG), &previous);
+    void *slot = (void *)((uintptr_t)r | MEMO__POLICY_TAG);
+    MEMO_ANN_PUBLISH(slot);
+    (void)ck_hs_set(run->table, e->hash, slot, &previous);
     atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
-    memo__policy_link_locked(run->memo, memo__pol_of(r));
     memo__policy_stored_locked(run->memo, l, memo__pol_of(r), run->shard);
-    (void)l;
 }
 
 /* fn failed (code != 0) or its owner died (code == 0): out of the table (or, for a positive code
@@ -330,11 +329,8 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
 #endif
     (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     memo__unlock_shard(run->shard);
-    if (m->pol != NULL) {
-        if (stored)
-            memo__policy_after_store(m);
+    if (m->pol != NULL)
         pthread_mutex_unlock(&m->pol->lock);
-    }
     if (failure != NULL && !stored)
         memo__rec_big_free_now(l, failure);
     memo__flight_pop(run->self, run->flight);
@@ -463,11 +459,8 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
             memo__rec_retire(l, run->shard, rec, MEMO__KIND_U64);
     }
     memo__unlock_shard(run->shard);
-    if (m->pol != NULL) {
-        if (stored)
-            memo__policy_after_store(m);
+    if (m->pol != NULL)
         pthread_mutex_unlock(&m->pol->lock);
-    }
     memo__flight_pop(run->self, run->flight);
     if (e->kind == MEMO__KIND_BYTES) {
         rec = e->final;
@@ -747,23 +740,19 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
     bool stored = false;
     if (memo__refresh_still_locked(&rf, table)) {
         if (memo__policy_admit_locked(m, e, rec)) {
-            void *previous = NULL;
-            MEMO_ANN_PUBLISH(rec);
-            (void)ck_hs_set(table, c->key.hash, (void *)((uintptr_t)rec | MEMO__POLICY_TAG), &previous);
+            void *previous = NULL, *slot = (void *)((uintptr_t)rec | MEMO__POLICY_TAG);
+            MEMO_ANN_PUBLISH(slot);
+            (void)ck_hs_set(table, c->key.hash, slot, &previous);
             struct memo_pol *oh = memo__pol_of(old);
-            memo__policy_replace_locked(m, oh, memo__pol_of(rec));
             oh->reason = MEMO_REMOVED_REPLACED;
+            memo__policy_replaced_locked(m, l, oh, memo__pol_of(rec), c->shard);
             memo__pol_retire(l, oh);
-            memo__policy_stored_locked(m, l, memo__pol_of(rec), c->shard);
             stored = true;
         } else {
             atomic_store_explicit(&memo__pol_of(old)->claim, 0, memory_order_relaxed);
         }
     }
-    memo__unlock_shard(c->shard);
-    if (stored)
-        memo__policy_after_store(m);
-    pthread_mutex_unlock(&m->pol->lock);
+    memo__unlock(m, c->shard);
     memo__marker_free_now(l, e);
     if (c->key.kind == MEMO__KIND_U64) {
         *c->value = value;
@@ -922,10 +911,10 @@ static inline bool memo__policy_hit_fast(struct memo *m, struct memo_pol *h)
 __attribute__((noinline)) static bool memo__policy_hit_u64(struct memo *m, struct memo_local *l, void *p,
                                                            uint64_t *value)
 {
+    MEMO_ANN_GOT(p);
     struct memo_rec *r = memo__slot_rec(p);
     if (!memo__policy_hit_fast(m, memo__pol_of(r)))
         return false;
-    MEMO_ANN_GOT(r);
     *value = r->b;
     memo__section_end(l);
     memo__count(&l->counters.hits);
@@ -935,10 +924,10 @@ __attribute__((noinline)) static bool memo__policy_hit_u64(struct memo *m, struc
 __attribute__((noinline)) static bool memo__policy_hit_bytes(struct memo *m, struct memo_local *l, void *p,
                                                              memo_ref_t *ref)
 {
+    MEMO_ANN_GOT(p);
     struct memo_rec *r = memo__slot_rec(p);
     if (!memo__policy_hit_fast(m, memo__pol_of(r)))
         return false;
-    MEMO_ANN_GOT(r);
     memo__count(&l->counters.hits);
     ref->data = memo__rec_value(r);
     ref->len = r->b;
@@ -1139,6 +1128,7 @@ static bool memo__lookup_live(struct memo *m, void *p)
 {
     if (memo__is_lean(p))
         return true;
+    MEMO_ANN_GOT(p);
     struct memo_pol *h = memo__pol_of(memo__slot_rec(p));
     if (h->code != 0 || (h->expires != UINT64_MAX && memo__policy_now(m->pol) >= h->expires))
         return false;
