@@ -14,7 +14,7 @@
 
 int main(int argc, char **argv)
 {
-    std::string workloads = "W1,W2,W3,W4,W5,W6", sha = "unknown", streams_dir;
+    std::string workloads = "W1,W2,W3,W4,W5,W6,W7", sha = "unknown", streams_dir;
     std::vector<char *> rest;
     for (int i = 0; i < argc; i++) {
         std::string a = argv[i];
@@ -46,6 +46,7 @@ int main(int argc, char **argv)
     if (wanted("W4")) bench::register_w4();
     if (wanted("W5")) bench::register_w5();
     if (wanted("W6")) bench::register_w6();
+    if (wanted("W7")) bench::register_w7();
 
     int n = (int)rest.size();
     benchmark::Initialize(&n, rest.data());

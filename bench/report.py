@@ -3,8 +3,8 @@
 
     report.py RESULTS_DIR REPORT.md [--durations 'W1=123 W2=45 ...']
 
-RESULTS_DIR holds W1.json .. W6.json (Google Benchmark, --benchmark_out_format=json, every
-repetition reported) and lru_cache.json (bench/lru_cache.py). The PNGs go into RESULTS_DIR; the
+RESULTS_DIR holds W1.json .. W7.json (Google Benchmark, --benchmark_out_format=json, every
+repetition reported), lru_cache.json (bench/lru_cache.py) and W7_traces.json (bench/w7_traces.py). The PNGs go into RESULTS_DIR; the
 report links them relative to its own place. Every figure is a median of the interleaved
 repetitions; tables give [min, max] beside it. Ratios are taken between peers of the same run.
 """
@@ -57,7 +57,7 @@ class Group:
 def load(results_dir):
     groups = defaultdict(Group)
     context = {}
-    for w in ("W1", "W2", "W3", "W4", "W5", "W6"):
+    for w in ("W1", "W2", "W3", "W4", "W5", "W6", "W7"):
         path = os.path.join(results_dir, f"{w}.json")
         if not os.path.exists(path):
             continue
@@ -308,6 +308,42 @@ plot 'w6.dat' using 2:xtic(1) title 'allocated', '' using 3 title 'RSS'
     return "w6.png" if ok else None
 
 
+def plot_w7_traces(d):
+    """One panel per trace: hit ratio against max_entries, memo (median over the seeds) and lru_cache."""
+    if not W7_TRACES:
+        return None
+    by = defaultdict(list)
+    for r in W7_TRACES["rows"]:
+        by[r["trace"]].append(r)
+    panels = []
+    for name, rows in by.items():
+        rows.sort(key=lambda r: r["capacity"])
+        lines = [f"{r['capacity']} {nan(r['memo_hit_pct'])} {nan(r['memo_hit_pct_min'])} {nan(r['memo_hit_pct_max'])} "
+                 f"{r['lru_cache_hit_pct']:.4f}" for r in rows]
+        write(os.path.join(d, f"w7_{name}.dat"), "\n".join(lines) + "\n")
+        panels.append(f"""set title '{name} ({rows[0]['distinct_keys']} keys, {rows[0]['requests']} requests)'
+plot 'w7_{name}.dat' using 1:2:3:4 with yerrorlines lw 2 pt 7 ps 0.6 lc rgb '#c0392b' title 'memo (seed min-max)', \\
+     '' using 1:5 with linespoints lw 2 pt 5 ps 0.6 lc rgb '#2c3e50' title 'lru_cache (exact LRU)'
+""")
+    cols = 3
+    rows_n = (len(panels) + cols - 1) // cols
+    ok = gnuplot(f"""set terminal pngcairo noenhanced size 1500,{420 * rows_n} font ",10"
+set output 'w7_traces.png'
+set grid
+set logscale x 2
+set key top left font ",8"
+set xlabel 'max_entries (lru_cache maxsize)'
+set ylabel 'hit ratio, %'
+set yrange [0:*]
+set multiplot layout {rows_n},{cols} title 'W7: hit ratio against size on the public traces, memo beside exact LRU'
+""" + "".join(panels) + "unset multiplot\n", d)
+    return "w7_traces.png" if ok else None
+
+
+def nan(x):
+    return "NaN" if x is None else f"{x:.4f}"
+
+
 # ---- the report ---------------------------------------------------------------------------------
 
 
@@ -395,6 +431,67 @@ def targets(groups):
     out.append(("W6 bytes per u64 entry: memo vs TBB concurrent_hash_map (jemalloc stats.allocated)",
                 f"{rng(mb, 'bytes_per_entry')} vs {rng(tb, 'bytes_per_entry')}", "memo <= TBB",
                 mb is not None and tb is not None and mb.med("bytes_per_entry") <= tb.med("bytes_per_entry")))
+    out.extend(w7_targets(groups))
+    return out
+
+
+W7_TRACES = None  # bench/w7_traces.py's JSON (W7_traces.json), filled by main
+
+
+def w7_table_rows():
+    """The rows of the traces' table (5%, 20%, 50% of the distinct keys, and 128) with memo's figure."""
+    if not W7_TRACES:
+        return []
+    return [r for r in W7_TRACES["rows"] if r["table"] and r["memo_hit_pct"] is not None]
+
+
+def w7_summary(rows):
+    """mean memo, mean lru, mean gain, worst row (gain, row)."""
+    gains = [r["memo_hit_pct"] - r["lru_cache_hit_pct"] for r in rows]
+    worst = min(range(len(rows)), key=lambda i: gains[i])
+    return (statistics.mean(r["memo_hit_pct"] for r in rows), statistics.mean(r["lru_cache_hit_pct"] for r in rows),
+            statistics.mean(gains), gains[worst], rows[worst])
+
+
+def w7_targets(groups):
+    out = []
+    rows = w7_table_rows()
+    if W7_TRACES:
+        ok = W7_TRACES.get("lru_cache_check") == "ok"
+        out.append((f"W7 functools.lru_cache replayed = the traces README's exact LRU ({W7_TRACES.get('lru_cache_checked_rows')} rows)",
+                    "yes" if ok else "no: " + "; ".join(W7_TRACES.get("failures", [])[:3]), "yes", ok))
+    if rows:
+        mean_m, mean_l, gain, worst_gain, worst = w7_summary(rows)
+        out.append(("W7 hit ratio, every trace at 5/20/50% of its keys and 128: memo - lru_cache, worst row (points)",
+                    f"{worst_gain:+.2f} ({worst['trace']} at {worst['capacity']})", ">= -1", worst_gain >= -1))
+        out.append((f"W7 hit ratio, mean over the {len(rows)} rows: memo - lru_cache (points)",
+                    f"{gain:+.2f} ({mean_m:.2f} vs {mean_l:.2f})", ">= +3", gain >= 3))
+        r128 = [r for r in rows if r["capacity"] == 128]
+        if r128:
+            g = [(r["memo_hit_pct"] - r["lru_cache_hit_pct"], r["trace"]) for r in r128]
+            w = min(g)
+            out.append(("W7 hit ratio at max_entries = 128: memo - 128-entry lru_cache, worst trace (points)",
+                        f"{w[0]:+.2f} ({w[1]}; {sum(1 for x in g if x[0] < 0)} of {len(g)} traces below)", ">= 0",
+                        w[0] >= 0))
+    sweep = [r for r in (W7_TRACES or {}).get("rows", []) if r["memo_hit_pct"] is not None]
+    if sweep:
+        sg = min(sweep, key=lambda r: r["memo_hit_pct"] - r["lru_cache_hit_pct"])
+        out.append((f"(reference) W7 hit ratio over the plot's {len(sweep)} sizes: memo - lru_cache, worst (points)",
+                    f"{sg['memo_hit_pct'] - sg['lru_cache_hit_pct']:+.2f} ({sg['trace']} at {sg['capacity']})", "-", None))
+    for t in (1, 2):
+        b = get(groups, "W7_hits", "memo_bounded", "u64", "uniform", "keys:65536", threads=t)
+        u = get(groups, "W7_hits", "memo", "u64", "uniform", "keys:65536", threads=t)
+        if b is None or u is None:
+            continue
+        r = paired_ratio(b, u, "items_per_second")
+        out.append((f"W7 hits, 64K u64 keys, {t} thread{'s' if t > 1 else ''}: bounded (max_entries = 2 x keys) / "
+                    f"unbounded memo throughput", ratio_cell(r), ">= 0.90", r[0] is not None and r[0] >= 0.9))
+    u = get(groups, "W7_hits", "memo", "u64", "uniform", "keys:65536")
+    ttl = get(groups, "W7_hits", "memo_ttl", "u64", "uniform", "keys:65536")
+    if u is not None and ttl is not None:
+        extra = 1e9 / ttl.med("items_per_second") - 1e9 / u.med("items_per_second")
+        out.append(("(reference) W7 hit with ttl_ns set (default clock), 64K keys, 1 thread: ns added to the unbounded hit",
+                    f"{extra:+.1f} ns ({ratio_cell(paired_ratio(u, ttl, 'items_per_second'))} x its time)", "-", None))
     return out
 
 
@@ -460,6 +557,110 @@ def md_table(header, rows):
     return "\n".join(out)
 
 
+def w7_section(L, groups, fig):
+    has_bench = any(k[0][0].startswith("W7_") for k in groups)
+    if not W7_TRACES and not has_bench:
+        return
+    L.append("## W7: the bounded memo\n")
+    if not W7_TRACES:
+        L.append("(The hit ratios on the traces are not in this run: `bench/w7_traces.py` did not run, or "
+                 "`../shared/traces` was not there.)\n")
+    if W7_TRACES:
+        rows = w7_table_rows()
+        L.append("**Hit ratio on the public traces** (`../shared/traces`). Each trace is replayed, one key after "
+                 "the other on one thread, through `memo_get_u64` on a memo of `max_entries` = the capacity "
+                 "(`bench/w7_replay`: its compute function counts its calls; hit ratio = 1 - calls / requests; "
+                 "every value checked, entries <= max_entries checked at the end), and through Python's own "
+                 "`functools.lru_cache(maxsize=capacity)` (exact LRU; misses from `cache_info()`), which must equal "
+                 "the traces README's LRU column on its rows "
+                 f"({'checked: equal on all ' + str(W7_TRACES.get('lru_cache_checked_rows')) + ' rows' if W7_TRACES.get('lru_cache_check') == 'ok' else '**the check failed**: ' + '; '.join(W7_TRACES.get('failures', []))}). "
+                 "Capacities: 5%, 20% and 50% of the trace's distinct keys (the README's) and 128 (lru_cache's "
+                 "default). memo's policy hashes keys into its frequency sketch with the memo's seed, so memo's "
+                 f"figure is the median over {len(W7_TRACES.get('seeds', []))} seeds, with [min, max]. SIEVE and "
+                 "S3-FIFO are the traces README's reference figures (none at 128). Percent; "
+                 f"{W7_TRACES['seconds']['total']} s for the whole replay.\n")
+        trows = []
+        for r in rows:
+            d = r["memo_hit_pct"] - r["lru_cache_hit_pct"]
+            mark = "**" if d < -1 or (r["capacity"] == 128 and d < 0) else ""
+            trows.append((r["trace"], r["capacity"],
+                          f"{r['memo_hit_pct']:.2f} [{r['memo_hit_pct_min']:.2f}, {r['memo_hit_pct_max']:.2f}]",
+                          f"{r['lru_cache_hit_pct']:.2f}", nz(r["sieve_ref_pct"]), nz(r["s3fifo_ref_pct"]),
+                          f"{mark}{d:+.2f}{mark}"))
+        L.append(md_table(["trace", "capacity", "memo", "LRU (lru_cache)", "SIEVE ref", "S3-FIFO ref", "memo - LRU"], trows))
+        L.append("")
+        if rows:
+            mean_m, mean_l, gain, worst_gain, worst = w7_summary(rows)
+            ref_rows = [r for r in rows if r["sieve_ref_pct"] is not None]
+            extra = ""
+            if ref_rows:
+                extra = (f" On the README's {len(ref_rows)} rows: memo {statistics.mean(r['memo_hit_pct'] for r in ref_rows):.2f}, "
+                         f"LRU {statistics.mean(r['lru_cache_hit_pct'] for r in ref_rows):.2f}, "
+                         f"SIEVE {statistics.mean(r['sieve_ref_pct'] for r in ref_rows):.2f}, "
+                         f"S3-FIFO {statistics.mean(r['s3fifo_ref_pct'] for r in ref_rows):.2f}.")
+            sweep = [r for r in W7_TRACES["rows"] if r["memo_hit_pct"] is not None]
+            sg = min(sweep, key=lambda r: r["memo_hit_pct"] - r["lru_cache_hit_pct"])
+            L.append(f"Mean over the {len(rows)} rows: memo {mean_m:.2f}, LRU {mean_l:.2f}: **{gain:+.2f} points**; "
+                     f"worst row **{worst_gain:+.2f}** ({worst['trace']} at {worst['capacity']}); rows more than a point "
+                     f"below LRU: {sum(1 for r in rows if r['memo_hit_pct'] - r['lru_cache_hit_pct'] < -1)}.{extra} "
+                     f"Over every size of the plot's sweep ({len(sweep)} sizes), the worst is "
+                     f"{sg['memo_hit_pct'] - sg['lru_cache_hit_pct']:+.2f} ({sg['trace']} at {sg['capacity']}).\n")
+        L.append(fig("w7_traces", "W7 hit ratio against size, per trace"))
+    if has_bench:
+        L.append("**Throughput.** `W7_hits`: pure hits on memos filled before the timed loop, uniform keys (as W1): "
+                 "`memo` (no bound: the lean layout, the default shards), `memo_bounded` (max_entries = 2 x the keys: "
+                 "the policy's record layout and one shard, nothing to evict), `memo_ttl` (ttl_ns of a day, the "
+                 "default clock CLOCK_MONOTONIC read on every hit, no bound). 1K keys stay in the core's caches; 64K "
+                 "is the target's panel. Ratios pair repetitions of the same run.\n")
+        hrows = []
+        for n in (1024, 65536):
+            for t in (1, 2):
+                u = get(groups, "W7_hits", "memo", "u64", "uniform", f"keys:{n}", threads=t)
+                b = get(groups, "W7_hits", "memo_bounded", "u64", "uniform", f"keys:{n}", threads=t)
+                tt = get(groups, "W7_hits", "memo_ttl", "u64", "uniform", f"keys:{n}", threads=t)
+                if u is None:
+                    continue
+                ns = lambda g: f"{t * 1e9 / g.med('items_per_second'):.1f}" if g else "n/a"
+                ttl_cost = ""
+                if tt is not None:
+                    ttl_cost = (f"{t * 1e9 / tt.med('items_per_second') - t * 1e9 / u.med('items_per_second'):+.1f} / "
+                                + (f"{t * 1e9 / tt.med('items_per_second') - t * 1e9 / b.med('items_per_second'):+.1f}" if b else "n/a"))
+                hrows.append((n, t, rng(u, "items_per_second"), rng(b, "items_per_second"), rng(tt, "items_per_second"),
+                              f"{ns(u)} / {ns(b)} / {ns(tt)}",
+                              ratio_cell(paired_ratio(b, u, "items_per_second")),
+                              ratio_cell(paired_ratio(tt, u, "items_per_second")), ttl_cost))
+        if hrows:
+            L.append(md_table(["keys", "threads", "memo hits/s", "memo_bounded hits/s", "memo_ttl hits/s",
+                               "ns per hit per thread (memo / bounded / ttl)", "bounded / memo", "ttl / memo",
+                               "ttl hit cost, ns (over memo / over bounded)"], hrows))
+            L.append("")
+        zrows = []
+        for t in (1, 2):
+            u = get(groups, "W7_zipf", "memo", "cost_ns:50", threads=t)
+            b = get(groups, "W7_zipf", "memo_bounded", "cost_ns:50", threads=t)
+            for name, g in (("memo", u), ("memo_bounded", b)):
+                if g is None:
+                    continue
+                zrows.append((t, name, f"{g.med('max_entries'):.0f}" if g.med("max_entries") else "none",
+                              rng(g, "items_per_second"), rng(g, "hit_ratio"), fmt(g.med("evictions")),
+                              f"{g.hi('entries_at_end'):.0f}", fmt(g.hi("wrong_values")),
+                              ratio_cell(paired_ratio(g, u, "items_per_second")) if name != "memo" else ""))
+        if zrows:
+            anyg = next(groups[k] for k in groups if k[0][0] == "W7_zipf")
+            L.append("`W7_zipf`: get-or-compute on W3's Zipf (s = 0.99) streams, each thread its own, over "
+                     f"{anyg.med('universe'):.0f} keys, compute 50 ns, on a fresh memo warmed by one pass "
+                     "of another stream; the bounded memo holds a tenth of the keys (its hit ratio is what that "
+                     "bound leaves; the unbounded memo misses only keys the warm-up did not meet). One timed pass per "
+                     "repetition; evictions are those of the timed pass.\n")
+            L.append(md_table(["threads", "memo", "max_entries", "calls/s", "hit ratio", "evictions",
+                               "entries at end (max)", "wrong values (max)", "bounded / unbounded calls/s"], zrows))
+            L.append("")
+
+
+def nz(x):
+    return "-" if x is None else f"{x:.2f}"
+
+
 def main():
     results_dir, report = sys.argv[1], sys.argv[2]
     durations = ""
@@ -473,6 +674,11 @@ def main():
                 if line.strip():
                     r = json.loads(line)
                     DP_RUNS.setdefault((r["problem"], r.get("memo", "hash"), r["threads"]), []).append(r)
+    global W7_TRACES
+    w7_path = os.path.join(results_dir, "W7_traces.json")
+    if os.path.exists(w7_path):
+        with open(w7_path) as fh:
+            W7_TRACES = json.load(fh)
     rel = os.path.relpath(results_dir, os.path.dirname(os.path.abspath(report)))
     figs = {
         "w1_sizes": plot_w1_sizes(groups, results_dir),
@@ -481,6 +687,7 @@ def main():
         "w3": plot_w3(groups, results_dir),
         "w4": plot_w4(groups, results_dir),
         "w6": plot_w6(groups, results_dir),
+        "w7_traces": plot_w7_traces(results_dir),
     }
 
     def fig(name, alt):
@@ -673,6 +880,8 @@ def main():
                      rng(g, "memo_stats_bytes_per_entry") if g.values("memo_stats_bytes_per_entry") else ""))
     L.append(md_table(["peer", "how", "time ms", "ns per entry", "bytes/entry (allocated)", "bytes/entry (RSS)", "memo_stats bytes/entry"], rows))
     L.append("")
+
+    w7_section(L, groups, fig)
 
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
     write(report, "\n".join(L) + "\n")

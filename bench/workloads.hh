@@ -11,6 +11,7 @@ void register_w3(); // Zipf get-or-compute
 void register_w4(); // hot-key stampede
 void register_w5(); // parallel DP
 void register_w6(); // clear and memory
+void register_w7(); // the bounded memo: hits, Zipf get-or-compute, a ttl
 // Writes the W3 and W4 key streams for bench/lru_cache.py.
 int write_streams(const std::string &dir);
 } // namespace bench
