@@ -366,6 +366,13 @@ void memo__pol_retire(struct memo_local *l, struct memo_pol *e)
 {
     struct memo_pbig *b = memo__pbig_of(e);
     memo__mem_account(l, -(int64_t)b->size);
+#if MEMO_MUTANT == 16 /* M16 removal-early: on_removal runs at once, while refs may still see it */
+    if (l->memo->pol->on_removal != NULL && e->code == 0) {
+        memo__pbig_reclaim(&b->retire);
+        memo__removals_run(l);
+        return;
+    }
+#endif
     ck_epoch_call(&l->record, &b->retire, memo__pbig_reclaim);
 }
 

@@ -385,6 +385,8 @@ struct memo_thread {
 /* ---- the policy (policy.c) ------------------------------------------------------------------ */
 
 #define MEMO__SKETCH_ROWS 4
+#define MEMO__REFRESHING_MAX 64 /* refreshes running at once per memo; past that, calls serve the old
+                                 * value and try again later */
 
 struct memo_ghost {
     uint64_t hash;
@@ -421,6 +423,15 @@ struct memo_policy {
     uint64_t         ghost_cap, ghost_head[2], ghost_n[2], ghost_seq;
     struct memo_ghost *gmap;        /* hash 0: empty; seq: seq << 1 | which ghost */
     uint64_t         gmap_mask;
+    /* Refreshes running (memo.c): their keys' hashes, so that a call that finds the key gone or
+     * expired waits for the refresh instead of computing it a second time. */
+    struct {
+        unsigned long       hash;
+        unsigned            kind;
+        struct memo_thread *owner;
+        uint64_t            token;
+    }                refreshing[MEMO__REFRESHING_MAX];
+    unsigned         nrefreshing;
     /* Shared counters. */
     alignas(MEMO__CACHELINE) _Atomic int64_t bytes; /* memo_stats.bytes of the memo */
     _Atomic uint64_t evictions;

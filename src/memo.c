@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "annotate.h"
@@ -485,6 +486,8 @@ static void memo__deliver_bytes(struct memo_call *c, struct memo_rec *r)
     c->ref->memo__local = c->local;
 }
 
+static struct memo_thread *memo__refreshing_owner(const struct memo_policy *p, unsigned long hash, unsigned kind);
+
 /* A miss: insert a marker under the shard lock, then run fn outside every lock and section.
  * If another thread inserted the key first, sets *again and returns still inside the caller's
  * section (the caller looks again); otherwise the section has ended and the result is the call's
@@ -499,6 +502,26 @@ static int memo__compute(struct memo_call *c, bool *again)
     struct memo_marker *e;
 
     memo__lock(c->memo, s, l);
+    if (c->memo->pol != NULL && c->memo->pol->nrefreshing != 0) {
+        struct memo_thread *owner = memo__refreshing_owner(c->memo->pol, hash, c->key.kind);
+        if (owner != NULL) {
+            /* A refresh of this key runs (its old value expired or left meanwhile): its result
+             * is the one to take, not a second computation. The call looks again shortly. */
+            memo__unlock(c->memo, s);
+            if (owner == self) { /* fn of the refresh asks for its own key */
+                memo__section_end(l);
+                return MEMO_EDEADLK;
+            }
+            if (c->deadline != 0 && (c->deadline == UINT64_MAX || memo__now_ns() >= c->deadline)) {
+                memo__section_end(l);
+                return MEMO_ETIMEDOUT;
+            }
+            struct timespec pause = { 0, 20000 };
+            nanosleep(&pause, NULL);
+            *again = true;
+            return 0;
+        }
+    }
 #if MEMO_MUTANT != 1 /* M1 double-compute: no re-check under the shard lock */
     void *there = ck_hs_get(table, hash, memo__key_probe(&c->key));
     if (there != NULL && memo__is_policy(there) && memo__pol_of(memo__slot_rec(there))->expires != UINT64_MAX &&
@@ -649,6 +672,48 @@ struct memo_refresh {
     struct memo_marker *marker;     /* private: where fn's memo_result puts a byte value */
 };
 
+/* Claims the refresh of h's value for call c (under the policy lock, so that the claim and the
+ * key's entry among the refreshes running appear together): its token, or 0 if another call
+ * claimed it first or MEMO__REFRESHING_MAX refreshes are running (the old value is served). */
+static uint64_t memo__refresh_claim(struct memo_call *c, struct memo_pol *h)
+{
+    struct memo_policy *p = c->memo->pol;
+    uint64_t token = 0;
+    pthread_mutex_lock(&p->lock);
+    if (atomic_load_explicit(&h->claim, memory_order_relaxed) == 0 && p->nrefreshing < MEMO__REFRESHING_MAX) {
+        token = atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1;
+        atomic_store_explicit(&h->claim, token, memory_order_relaxed);
+        p->refreshing[p->nrefreshing].hash = c->key.hash;
+        p->refreshing[p->nrefreshing].kind = c->key.kind;
+        p->refreshing[p->nrefreshing].owner = memo__self;
+        p->refreshing[p->nrefreshing].token = token;
+        p->nrefreshing++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return token;
+}
+
+/* The refresh with token is over (under the policy lock). */
+static void memo__refresh_unregister_locked(struct memo_policy *p, uint64_t token)
+{
+    for (unsigned i = 0; i < p->nrefreshing; i++) {
+        if (p->refreshing[i].token == token) {
+            p->refreshing[i] = p->refreshing[--p->nrefreshing];
+            return;
+        }
+    }
+}
+
+/* Under the policy lock: the thread refreshing the key of hash (and kind), or NULL. A hash that
+ * two keys share makes one wait for the other's refresh: harmless, and rare. */
+static struct memo_thread *memo__refreshing_owner(const struct memo_policy *p, unsigned long hash, unsigned kind)
+{
+    for (unsigned i = 0; i < p->nrefreshing; i++)
+        if (p->refreshing[i].hash == hash && p->refreshing[i].kind == kind)
+            return p->refreshing[i].owner;
+    return NULL;
+}
+
 /* Under both locks: whether old is still the key's record and still claimed by this refresh
  * (a record freed and another made at its address carries another claim). */
 static bool memo__refresh_still_locked(struct memo_refresh *rf, ck_hs_t *table)
@@ -667,6 +732,7 @@ static void memo__refresh_release(struct memo_refresh *rf, struct memo_local *l)
     memo__lock(c->memo, c->shard, l);
     if (memo__refresh_still_locked(rf, memo__table(c->shard, c->key.kind)))
         atomic_store_explicit(&memo__pol_of(rf->old)->claim, 0, memory_order_relaxed);
+    memo__refresh_unregister_locked(c->memo->pol, rf->token);
     memo__unlock(c->memo, c->shard);
     if (rf->marker->final != NULL)
         memo__rec_big_free_now(l, rf->marker->final);
@@ -693,7 +759,10 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
                                              c->key.probe.head.a);
     if (e == NULL) {
         /* No room to refresh: the old value, and the next call tries again. */
+        pthread_mutex_lock(&m->pol->lock);
         atomic_store_explicit(&memo__pol_of(old)->claim, 0, memory_order_relaxed);
+        memo__refresh_unregister_locked(m->pol, token);
+        pthread_mutex_unlock(&m->pol->lock);
         memo__count(&l->counters.hits);
         if (c->key.kind == MEMO__KIND_U64) {
             *c->value = old->b;
@@ -752,6 +821,7 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
             atomic_store_explicit(&memo__pol_of(old)->claim, 0, memory_order_relaxed);
         }
     }
+    memo__refresh_unregister_locked(m->pol, token);
     memo__unlock(m, c->shard);
     memo__marker_free_now(l, e);
     if (c->key.kind == MEMO__KIND_U64) {
@@ -778,8 +848,10 @@ static bool memo__policy_hit(struct memo_call *c, struct memo_rec *r, int *rc)
     /* The clock is read only for a record that can expire, or for refresh. */
     if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
         now = memo__policy_now(p);
+#if MEMO_MUTANT != 14
         if (now >= h->expires)
             return false;
+#endif
     }
     if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
         atomic_store_explicit(&h->visited, 1, memory_order_relaxed);
@@ -789,16 +861,21 @@ static bool memo__policy_hit(struct memo_call *c, struct memo_rec *r, int *rc)
         memo__section_end(c->local);
         return true;
     }
+#if MEMO_MUTANT == 15 /* M15 refresh-unclaimed: every call past refresh_ns refreshes, none is served */
+    if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns) {
+        *rc = memo__refresh(c, r, atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1);
+        return true;
+    }
+#else
     if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns &&
         atomic_load_explicit(&h->claim, memory_order_relaxed) == 0) {
-        uint64_t token = atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1;
-        uint64_t none = 0;
-        if (atomic_compare_exchange_strong_explicit(&h->claim, &none, token, memory_order_relaxed,
-                                                    memory_order_relaxed)) {
+        uint64_t token = memo__refresh_claim(c, h);
+        if (token != 0) {
             *rc = memo__refresh(c, r, token);
             return true;
         }
     }
+#endif
     memo__count(&c->local->counters.hits);
     if (c->key.kind == MEMO__KIND_U64) {
         *c->value = r->b;
@@ -900,8 +977,13 @@ static inline bool memo__policy_hit_fast(struct memo *m, struct memo_pol *h)
     const struct memo_policy *p = m->pol;
     if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
         uint64_t now = memo__policy_now(p);
+#if MEMO_MUTANT == 14 /* M14 expiry-ignored: a hit returns a value past its deadline */
+        if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns)
+            return false;
+#else
         if (now >= h->expires || (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns))
             return false;
+#endif
     }
     if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
         atomic_store_explicit(&h->visited, 1, memory_order_relaxed);

@@ -35,6 +35,14 @@
  * M12 dense-publish-blind test_forget:dense a dense key's owner stores its value without checking
  *                                          that the slot still holds its computation: a value
  *                                          forgotten in flight is stored anyway (dense.c)
+ * M13 bound-off-by-one    test_bounded     eviction keeps one value more than max_entries
+ *                                          (policy.c)
+ * M14 expiry-ignored      test_expiry      a hit returns a value past its time to live (memo.c)
+ * M15 refresh-unclaimed   test_expiry      every call that finds a value due for refresh runs
+ *                                          fn, instead of one while the others take the old
+ *                                          value (memo.c)
+ * M16 removal-early       test_bounded     on_removal runs as a value leaves the memo, before the
+ *                                          refs that can still see it are released (entry.c)
  */
 #ifndef MEMO_MUTANTS_H
 #define MEMO_MUTANTS_H
