@@ -680,7 +680,11 @@ static uint64_t memo__refresh_claim(struct memo_call *c, struct memo_pol *h)
     struct memo_policy *p = c->memo->pol;
     uint64_t token = 0;
     pthread_mutex_lock(&p->lock);
+#if MEMO_MUTANT == 15 /* M15 refresh-unclaimed: every call past refresh_ns refreshes, none is served */
+    if (p->nrefreshing < MEMO__REFRESHING_MAX) {
+#else
     if (atomic_load_explicit(&h->claim, memory_order_relaxed) == 0 && p->nrefreshing < MEMO__REFRESHING_MAX) {
+#endif
         token = atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1;
         atomic_store_explicit(&h->claim, token, memory_order_relaxed);
         p->refreshing[p->nrefreshing].hash = c->key.hash;
@@ -861,21 +865,17 @@ static bool memo__policy_hit(struct memo_call *c, struct memo_rec *r, int *rc)
         memo__section_end(c->local);
         return true;
     }
-#if MEMO_MUTANT == 15 /* M15 refresh-unclaimed: every call past refresh_ns refreshes, none is served */
-    if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns) {
-        *rc = memo__refresh(c, r, atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1);
-        return true;
-    }
-#else
     if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns &&
-        atomic_load_explicit(&h->claim, memory_order_relaxed) == 0) {
+#if MEMO_MUTANT != 15
+        atomic_load_explicit(&h->claim, memory_order_relaxed) == 0 &&
+#endif
+        true) {
         uint64_t token = memo__refresh_claim(c, h);
         if (token != 0) {
             *rc = memo__refresh(c, r, token);
             return true;
         }
     }
-#endif
     memo__count(&c->local->counters.hits);
     if (c->key.kind == MEMO__KIND_U64) {
         *c->value = r->b;
