@@ -160,6 +160,17 @@ static void memo__dense_commit(struct memo *m, struct memo_local *l, uint64_t c)
 
 /* ---- computing ----------------------------------------------------------------------------- */
 
+/* pthread_cleanup_push's handler around fn: the computing thread is unwinding (pthread_exit,
+ * cancellation, a C++ exception through fn). The slot is let go; waiters wake and retry. */
+static void memo__dense_abandon(void *arg)
+{
+    struct memo_flight_run *run = arg;
+    struct memo_local *l = memo__local(run->memo);
+    if (l == NULL) /* cannot happen: this thread's local exists since the miss */
+        abort();
+    memo__dense_flight_fail(run, l, 0);
+}
+
 /* Stores fn's value: the slot goes to PUBLISHING (if it still holds this computation), takes the
  * value, and turns READY; then the marker settles, READY for its waiters either way, DETACHED if
  * a forget or clear took the slot first (nothing stored). */
@@ -246,7 +257,7 @@ int memo__dense_compute(struct memo *m, struct memo_local *l, uint64_t key, memo
 
     uint64_t v = 0;
     int rc;
-    pthread_cleanup_push(memo__flight_abandon, &run);
+    pthread_cleanup_push(memo__dense_abandon, &run);
     rc = fn(ctx, key, &v);
     pthread_cleanup_pop(0);
     if (rc != 0) {

@@ -487,6 +487,14 @@ struct memo {
 
 /* ---- cross-file functions ------------------------------------------------------------------ */
 
+/* registry.c: the registry lock (the first lock whenever taken), live memos, memo ids */
+MEMO__HIDDEN void memo__registry_lock(void);
+MEMO__HIDDEN void memo__registry_unlock(void);
+MEMO__HIDDEN void memo__registry_add(struct memo *m);
+MEMO__HIDDEN void memo__registry_unlink(struct memo *m);
+MEMO__HIDDEN struct memo *memo__registry_first(void);
+MEMO__HIDDEN uint64_t memo__next_id(void);
+
 /* thread.c */
 extern MEMO__HIDDEN __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self;
 extern MEMO__HIDDEN struct memo_thread memo__nobody;
@@ -497,12 +505,7 @@ MEMO__HIDDEN struct memo_local *memo__local_slow(struct memo *m);
 MEMO__HIDDEN int memo__spare_init(struct memo *m);
 MEMO__HIDDEN struct memo_flight *memo__flight_push(struct memo_thread *t);
 MEMO__HIDDEN void memo__flight_pop(struct memo_thread *t, struct memo_flight *f);
-MEMO__HIDDEN void memo__registry_lock(void);
-MEMO__HIDDEN void memo__registry_unlock(void);
-MEMO__HIDDEN void memo__registry_add(struct memo *m);
 MEMO__HIDDEN void memo__registry_remove_locals(struct memo *m);
-MEMO__HIDDEN struct memo *memo__registry_first(void);
-MEMO__HIDDEN uint64_t memo__next_id(void);
 MEMO__HIDDEN void memo__threads_fork_child(struct memo_thread *self);
 
 /* The calling thread's local for m, made on first use; NULL only when memory ran out. */
@@ -593,6 +596,8 @@ MEMO__HIDDEN void memo__unpublish_waiting(struct memo_thread *t);
 MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_marker *e,
                              uint64_t deadline_ns);
 MEMO__HIDDEN void memo__wake(struct memo_marker *e);
+/* Sets a marker's final state (the DETACHED flag kept), waking its sleepers; returns the old word. */
+MEMO__HIDDEN uint32_t memo__settle(struct memo_marker *marker, uint32_t state);
 MEMO__HIDDEN uint64_t memo__now_ns(void);
 
 /* memo.c: what dense.c shares with the hash table's get */
@@ -629,9 +634,7 @@ struct memo_flight_run {
     struct memo_thread *self;
 };
 
-/* pthread_cleanup_push's handler around fn: the computing thread is unwinding. */
-MEMO__HIDDEN void memo__flight_abandon(void *arg);
-MEMO__HIDDEN uint32_t memo__settle(struct memo_marker *marker, uint32_t state);
+
 MEMO__HIDDEN bool memo__take_marker(struct memo_call *c, struct memo_marker *e, int *rc);
 MEMO__HIDDEN int  memo__get_dense_slow(struct memo *m, uint64_t key, memo_fn_u64 *fn, void *ctx,
                                        uint64_t deadline, uint64_t *value, struct memo_local *l);

@@ -244,20 +244,6 @@ void memo_destroy(memo_t *m)
 
 /* ---- publishing a computation's outcome ---------------------------------------------------- */
 
-/* Sets a marker's final state; wakes sleepers if the old word said there were any. Returns the
- * old word. The release pairs with the acquire loads of waiters (memo__wait, memo__get_slow). */
-uint32_t memo__settle(struct memo_marker *marker, uint32_t state)
-{
-    uint32_t old = atomic_load_explicit(&marker->state, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&marker->state, &old,
-                                                  state | (old & MEMO__DETACHED),
-                                                  memory_order_acq_rel, memory_order_relaxed))
-        ;
-    if (old & MEMO__WAITERS)
-        memo__wake(marker);
-    return old;
-}
-
 /* Whether forget or clear detached k; only meaningful under the shard lock. */
 static inline bool memo__detached(struct memo_marker *k)
 {
@@ -345,7 +331,7 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
 
 /* Cleanup handler: the computing thread is unwinding (pthread_exit, cancellation, a C++
  * exception through fn). Its waiters wake and retry. */
-void memo__flight_abandon(void *arg)
+static void memo__flight_abandon(void *arg)
 {
 #if MEMO_MUTANT == 4 /* M4 no-death-cleanup: the dying owner's marker stays COMPUTING */
     if (arg != NULL)
@@ -355,10 +341,7 @@ void memo__flight_abandon(void *arg)
     struct memo_local *l = memo__local(run->memo);
     if (l == NULL) /* cannot happen: this thread's local exists since the miss */
         abort();
-    if (run->dense != NULL)
-        memo__dense_flight_fail(run, l, 0);
-    else
-        memo__flight_fail(run, l, 0);
+    memo__flight_fail(run, l, 0);
 }
 
 /* Stores fn's result: under the shard lock, the value's record replaces the marker, unless a

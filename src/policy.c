@@ -630,39 +630,3 @@ void memo__policy_set_limits_locked(struct memo *m, struct memo_local *l, uint64
     p->window_cap = p->cold ? memo__policy_size_hint(p) : memo__window_base(p);
     memo__policy_evict(m, l, NULL);
 }
-
-/* ---- the removal callback ------------------------------------------------------------------ */
-
-/* Calls on_removal for every record whose grace period has ended, then frees it. On a thread
- * inside a call of m (or memo_destroy), with no memo lock held. */
-void memo__removals_run(struct memo_local *l)
-{
-    struct memo *m = l->memo;
-    struct memo_policy *p = m->pol;
-    if (p == NULL || atomic_load_explicit(&p->removed, memory_order_relaxed) == NULL)
-        return;
-    struct memo_pbig *b = atomic_exchange_explicit(&p->removed, NULL, memory_order_acquire);
-    while (b != NULL) {
-        struct memo_pbig *next = (struct memo_pbig *)b->retire.stack_entry.next;
-        struct memo_rec *r = &b->rec;
-        memo_removal_t rm;
-        if (b->pol.kind == MEMO__KIND_U64) {
-            rm.key = &r->a;
-            rm.key_len = sizeof r->a;
-            rm.value = &r->b;
-            rm.value_len = sizeof r->b;
-            rm.key_space = MEMO_KEYS_U64;
-        } else {
-            rm.key = memo__rec_key(r);
-            rm.key_len = r->a;
-            rm.value = memo__rec_value(r);
-            rm.value_len = r->b;
-            rm.key_space = MEMO_KEYS_BYTES;
-        }
-        rm.reason = b->pol.reason;
-        p->on_removal(p->removal_ctx, &rm);
-        memo__mem_account(l, (int64_t)b->size); /* counted out when it was retired */
-        memo__mem_free(l, b, b->size);
-        b = next;
-    }
-}

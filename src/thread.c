@@ -1,10 +1,8 @@
 /*
  * Per-thread state: the thread's struct memo_thread (flight stack, waiting publication, slots of
  * locals), its struct memo_local for each memo it used (epoch record, counters, thread cache),
- * made on first use and parked when the thread exits; and the process-wide registry that links
- * threads and memos.
- *
- * Lock order: the registry lock, then a memo's spare_lock, locals_lock, shard locks, dense_lock.
+ * made on first use and parked when the thread exits. The registry lock (registry.c) guards the
+ * links between threads and memos; CONTRIBUTING.md has the lock order.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,54 +14,17 @@
 struct memo_thread memo__nobody = { .cache_memo = MEMO__NO_MEMO };
 __attribute__((tls_model("initial-exec"))) _Thread_local struct memo_thread *memo__self = &memo__nobody;
 
-static pthread_mutex_t memo__registry = PTHREAD_MUTEX_INITIALIZER;
-static struct memo *memo__live;               /* live memos, under the registry lock */
 static struct memo_thread *memo__thread_pool; /* exited threads' structs, for reuse */
 static struct memo_thread *memo__threads;     /* every thread struct ever made (never freed) */
 static pthread_key_t memo__thread_key;
 static pthread_once_t memo__thread_key_once = PTHREAD_ONCE_INIT;
-static _Atomic uint64_t memo__ids = 1;
-
-uint64_t memo__next_id(void)
-{
-    /* Only uniqueness matters. */
-    return atomic_fetch_add_explicit(&memo__ids, 1, memory_order_relaxed);
-}
-
-void memo__registry_lock(void)
-{
-    pthread_mutex_lock(&memo__registry);
-}
-
-void memo__registry_unlock(void)
-{
-    pthread_mutex_unlock(&memo__registry);
-}
-
-struct memo *memo__registry_first(void)
-{
-    return memo__live;
-}
-
-void memo__registry_add(struct memo *m)
-{
-    memo__registry_lock();
-    m->next_live = memo__live;
-    memo__live = m;
-    memo__registry_unlock();
-}
 
 /* Unlinks m from the registry and from every living thread that used it. After this, no thread
  * can reach m's locals through its slots; their (pointer, id) caches fail on the id. */
 void memo__registry_remove_locals(struct memo *m)
 {
     memo__registry_lock();
-    for (struct memo **p = &memo__live; *p != NULL; p = &(*p)->next_live) {
-        if (*p == m) {
-            *p = m->next_live;
-            break;
-        }
-    }
+    memo__registry_unlink(m);
     for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
         struct memo_thread *t = atomic_load_explicit(&l->thread, memory_order_relaxed);
         if (t != NULL) {

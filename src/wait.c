@@ -191,3 +191,17 @@ done:
     memo__publish_waiting(self, NULL, 0);
     return (int)(s & MEMO__STATE);
 }
+
+/* Sets a marker's final state; wakes sleepers if the old word said there were any. Returns the
+ * old word. The release pairs with the acquire loads of waiters (memo__wait, memo__get_slow). */
+uint32_t memo__settle(struct memo_marker *marker, uint32_t state)
+{
+    uint32_t old = atomic_load_explicit(&marker->state, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&marker->state, &old,
+                                                  state | (old & MEMO__DETACHED),
+                                                  memory_order_acq_rel, memory_order_relaxed))
+        ;
+    if (old & MEMO__WAITERS)
+        memo__wake(marker);
+    return old;
+}
