@@ -182,9 +182,6 @@ static void memo__dense_flight_done(struct memo_flight_run *run, struct memo_loc
     e->value = value; /* for the waiters; ordered before READY by memo__settle's release */
     bool stored = atomic_compare_exchange_strong_explicit(&d->word, &w, (uint64_t)(uintptr_t)e | MEMO__DENSE_PUBLISHING,
                                                           memory_order_acquire, memory_order_relaxed);
-#if MEMO_MUTANT == 12 /* M12 dense-publish-blind: stored whatever the slot holds now */
-    stored = true;
-#endif
     if (stored) {
         atomic_store_explicit(&d->value, value, memory_order_relaxed);
         uint64_t gen = atomic_load_explicit(&run->memo->dense_gen, memory_order_relaxed);
@@ -302,7 +299,7 @@ static int64_t memo__dense_clear_chunk(struct memo *m, struct memo_local *l, uin
     size_t bytes = memo__dense_chunk_bytes(m, c);
     size_t n = bytes / sizeof *first;
     int64_t removed = 0;
-    for (size_t i = 0; i < (MEMO_MUTANT == 11 /* M11 dense-clear-no-scan */ ? 0 : n); i++) {
+    for (size_t i = 0; i < n; i++) {
         struct memo_dense *d = &first[i];
         unsigned spins = 0;
         uint64_t w = atomic_load_explicit(&d->word, memory_order_relaxed);

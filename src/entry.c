@@ -366,13 +366,6 @@ void memo__pol_retire(struct memo_local *l, struct memo_pol *e)
 {
     struct memo_pbig *b = memo__pbig_of(e);
     memo__mem_account(l, -(int64_t)b->size);
-#if MEMO_MUTANT == 16 /* M16 removal-early: on_removal runs at once, while refs may still see it */
-    if (l->memo->pol->on_removal != NULL && e->code == 0) {
-        memo__pbig_reclaim(&b->retire);
-        memo__removals_run(l);
-        return;
-    }
-#endif
     ck_epoch_call(&l->record, &b->retire, memo__pbig_reclaim);
 }
 
@@ -419,15 +412,6 @@ void memo__rec_retire_big(struct memo_local *l, struct memo_rec *r)
  * afterwards. */
 void memo__rec_retire(struct memo_local *l, struct memo_shard *s, struct memo_rec *r, unsigned kind)
 {
-#if MEMO_MUTANT == 2 /* M2 free-now: freed at once, readers may still hold it */
-    if (memo__rec_is_big(l->memo, r, kind)) {
-        memo__rec_big_free_now(l, r);
-    } else {
-        atomic_fetch_add_explicit(&s->store->refs, 1, memory_order_relaxed);
-        memo__store_put(l, s->store, r, memo__class_of(kind == MEMO__KIND_U64 ? sizeof *r : memo__rec_size(r->a, r->b)));
-    }
-    return;
-#endif
     if (l->memo->pol != NULL) {
         memo__pol_retire(l, memo__pol_of(r));
         return;

@@ -89,13 +89,7 @@ static void memo__fork_child(void)
 
 static void memo__fork_handlers_install_once(void)
 {
-#if MEMO_MUTANT == 6 /* M6 no-atfork: no handlers installed */
-    (void)memo__fork_prepare;
-    (void)memo__fork_parent;
-    (void)memo__fork_child;
-#else
     (void)pthread_atfork(memo__fork_prepare, memo__fork_parent, memo__fork_child);
-#endif
 }
 
 void memo__fork_handlers_install(void)

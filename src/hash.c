@@ -25,11 +25,7 @@ uint64_t memo__random_seed(void)
 
 void memo__hash_init(struct memo *m, uint64_t seed)
 {
-#if MEMO_MUTANT == 10 /* M10 constant-seed: every unseeded memo hashes alike */
-    m->seed = seed != 0 ? seed : 0x243f6a8885a308d3ull;
-#else
     m->seed = seed != 0 ? seed : memo__random_seed();
-#endif
     _Static_assert(sizeof m->secret == XXH3_SECRET_DEFAULT_SIZE, "secret size");
     XXH3_generateSecret_fromSeed(m->secret, m->seed);
 }

@@ -33,7 +33,6 @@
 #include <ck_malloc.h>
 
 #include "memo.h"
-#include "mutants.h"
 
 struct memo_policy;
 

@@ -307,13 +307,6 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
     }
     if (code != 0)
         e->code = code;
-#if MEMO_MUTANT == 3 /* M3 no-wake-on-fail: the state changes, sleepers are not woken */
-    if (code != 0)
-        atomic_store_explicit(&e->state,
-                              MEMO__FAILED | (atomic_load_explicit(&e->state, memory_order_relaxed) & MEMO__DETACHED),
-                              memory_order_release);
-    else
-#endif
     (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     memo__unlock_shard(run->shard);
     if (m->pol != NULL)
@@ -333,10 +326,6 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
  * exception through fn). Its waiters wake and retry. */
 static void memo__flight_abandon(void *arg)
 {
-#if MEMO_MUTANT == 4 /* M4 no-death-cleanup: the dying owner's marker stays COMPUTING */
-    if (arg != NULL)
-        return;
-#endif
     struct memo_flight_run *run = arg;
     struct memo_local *l = memo__local(run->memo);
     if (l == NULL) /* cannot happen: this thread's local exists since the miss */
@@ -412,21 +401,9 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
         stored = true;
     } else if (keep) {
         void *previous = NULL;
-#if MEMO_MUTANT == 5 /* M5 ready-before-value: the u64 record is published, then its value written */
-        uint64_t written = 0;
-        if (e->kind == MEMO__KIND_U64)
-            written = rec->b, rec->b = 0;
-#endif
         MEMO_ANN_PUBLISH(rec);
         /* Replacing the marker's slot: ck_hs_set does not grow, so it cannot fail. */
         stored = ck_hs_set(run->table, e->hash, rec, &previous);
-#if MEMO_MUTANT == 5
-        if (e->kind == MEMO__KIND_U64) {
-            for (volatile int spin = 0; spin < 1000; spin++)
-                ;
-            rec->b = written;
-        }
-#endif
         if (!stored) /* cannot happen; keep the table without the marker all the same */
             (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
         else
@@ -505,7 +482,6 @@ static int memo__compute(struct memo_call *c, bool *again)
             return 0;
         }
     }
-#if MEMO_MUTANT != 1 /* M1 double-compute: no re-check under the shard lock */
     void *there = ck_hs_get(table, hash, memo__key_probe(&c->key));
     if (there != NULL && memo__is_policy(there) && memo__pol_of(memo__slot_rec(there))->expires != UINT64_MAX &&
         memo__policy_now(c->memo->pol) >= memo__pol_of(memo__slot_rec(there))->expires) {
@@ -518,9 +494,6 @@ static int memo__compute(struct memo_call *c, bool *again)
         *again = true;
         return 0;
     }
-#else
-    (void)again;
-#endif
     memo__table_presize_locked(s, c->key.kind);
     e = memo__marker_new(l, c->key.kind, hash, c->key.u64, c->key.probe.key, c->key.probe.head.a);
     /* A full shard (memo.h, "Limits") is out of memory like a table that cannot grow. */
@@ -530,16 +503,9 @@ static int memo__compute(struct memo_call *c, bool *again)
         e->flight = f;
         e->flight_seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
         MEMO_ANN_PUBLISH(memo__marker_slot(e));
-#if MEMO_MUTANT == 1 /* ...and the marker replaces whatever the table holds for the key */
-        void *replaced = NULL;
-        if (!ck_hs_set(table, hash, memo__marker_slot(e), &replaced)) {
-#else
         if (!ck_hs_put_unique(table, hash, memo__marker_slot(e))) {
-#endif
-#if MEMO_MUTANT != 9 /* M9 ignore-grow-fail: a failed insert is taken as done */
             memo__flight_pop(self, f);
             f = NULL;
-#endif
         }
     }
     memo__unlock(c->memo, s);
@@ -612,17 +578,6 @@ bool memo__take_marker(struct memo_call *c, struct memo_marker *e, int *rc)
         if (r == (int)MEMO__ABANDONED)
             return false;
         if (r < 0) { /* MEMO_EDEADLK, MEMO_ETIMEDOUT */
-#if MEMO_MUTANT == 8 /* M8 timeout-removes: a timed-out waiter takes the marker out, as forget does */
-            if (r == MEMO_ETIMEDOUT && c->shard != NULL) {
-                pthread_mutex_lock(&c->shard->lock);
-                if ((atomic_fetch_or(&e->state, MEMO__DETACHED) & MEMO__DETACHED) == 0) {
-                    memo__alloc_local = c->local;
-                    (void)ck_hs_remove(memo__table(c->shard, c->key.kind), e->hash, memo__marker_slot(e));
-                    memo__alloc_local = NULL;
-                }
-                pthread_mutex_unlock(&c->shard->lock);
-            }
-#endif
             memo__section_end(c->local);
             *rc = r;
             return true;
@@ -663,11 +618,7 @@ static uint64_t memo__refresh_claim(struct memo_call *c, struct memo_pol *h)
     struct memo_policy *p = c->memo->pol;
     uint64_t token = 0;
     pthread_mutex_lock(&p->lock);
-#if MEMO_MUTANT == 15 /* M15 refresh-unclaimed: every call past refresh_ns refreshes, none is served */
-    if (p->nrefreshing < MEMO__REFRESHING_MAX) {
-#else
     if (atomic_load_explicit(&h->claim, memory_order_relaxed) == 0 && p->nrefreshing < MEMO__REFRESHING_MAX) {
-#endif
         token = atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1;
         atomic_store_explicit(&h->claim, token, memory_order_relaxed);
         p->refreshing[p->nrefreshing].hash = c->key.hash;
@@ -835,10 +786,8 @@ static bool memo__policy_hit(struct memo_call *c, struct memo_rec *r, int *rc)
     /* The clock is read only for a record that can expire, or for refresh. */
     if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
         now = memo__policy_now(p);
-#if MEMO_MUTANT != 14
         if (now >= h->expires)
             return false;
-#endif
     }
     if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
         atomic_store_explicit(&h->visited, 1, memory_order_relaxed);
@@ -849,10 +798,7 @@ static bool memo__policy_hit(struct memo_call *c, struct memo_rec *r, int *rc)
         return true;
     }
     if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns &&
-#if MEMO_MUTANT != 15
-        atomic_load_explicit(&h->claim, memory_order_relaxed) == 0 &&
-#endif
-        true) {
+        atomic_load_explicit(&h->claim, memory_order_relaxed) == 0) {
         uint64_t token = memo__refresh_claim(c, h);
         if (token != 0) {
             *rc = memo__refresh(c, r, token);
@@ -960,13 +906,8 @@ static inline bool memo__policy_hit_fast(struct memo *m, struct memo_pol *h)
     const struct memo_policy *p = m->pol;
     if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
         uint64_t now = memo__policy_now(p);
-#if MEMO_MUTANT == 14 /* M14 expiry-ignored: a hit returns a value past its deadline */
-        if (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns)
-            return false;
-#else
         if (now >= h->expires || (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns))
             return false;
-#endif
     }
     if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
         atomic_store_explicit(&h->visited, 1, memory_order_relaxed);

@@ -537,13 +537,8 @@ static void memo__evict_one(struct memo *m, struct memo_local *l, struct memo_sh
 
 static inline bool memo__policy_over(const struct memo_policy *p)
 {
-#if MEMO_MUTANT == 13 /* M13 bound-off-by-one: one value more than max_entries is kept */
-    if (p->max_entries != 0 && p->count > p->max_entries + 1)
-        return true;
-#else
     if (p->max_entries != 0 && p->count > p->max_entries)
         return true;
-#endif
     return p->max_bytes != 0 && p->count != 0 &&
            (uint64_t)atomic_load_explicit(&p->bytes, memory_order_relaxed) > p->max_bytes;
 }

@@ -147,7 +147,7 @@ int memo__wait(struct memo_thread *self, struct memo_local *l, struct memo_marke
         return (int)(s & MEMO__STATE);
 
     memo__publish_waiting(self, f, seq);
-    if (MEMO_MUTANT != 7 /* M7 no-cycle-check */ && memo__deadlock_walk(self, f, seq)) {
+    if (memo__deadlock_walk(self, f, seq)) {
         memo__publish_waiting(self, NULL, 0);
         return MEMO_EDEADLK;
     }
