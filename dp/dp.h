@@ -2,8 +2,9 @@
  * memo-dp: parallel dynamic-programming solvers, each a top-down memoized recursion over one memo
  * shared by N threads.
  *
- * A problem (editdist.c, knapsack.c, ...) describes itself with a struct dp_problem: how to load an
- * instance from the command line (or build its built-in one), how many distinct subproblems the
+ * A problem (grid.c: editdist and lcs; knapsack.c, partitions.c, collatz.c, matrixchain.c)
+ * describes itself with a struct dp_problem: how to load an instance from the command line (or
+ * build its built-in one), how many distinct subproblems the
  * recursion from the root reaches and how deep it goes, the memo compute function, what each
  * solver thread asks for, and a bottom-up reference. run.c runs the threads; main.c parses the
  * command line and prints.

@@ -150,12 +150,12 @@ static void memo__dense_commit(struct memo *m, struct memo_local *l, uint64_t c)
      * twice, or one that a clear is giving back, only commits pages that the claim about to follow
      * commits anyway; the bit and the count change under the lock. */
     memo__dense_populate(m, c);
-    pthread_mutex_lock(&m->dense_lock);
+    memo__mutex_lock(&m->dense_lock);
     if (!memo__dense_committed(m->dense_chunks, c)) {
         atomic_fetch_or_explicit(&m->dense_chunks[c / 64], (uint64_t)1 << (c % 64), memory_order_release);
         memo__mem_account(l, (int64_t)memo__dense_chunk_bytes(m, c));
     }
-    pthread_mutex_unlock(&m->dense_lock);
+    memo__mutex_unlock(&m->dense_lock);
 }
 
 /* ---- computing ----------------------------------------------------------------------------- */
@@ -166,8 +166,7 @@ static void memo__dense_abandon(void *arg)
 {
     struct memo_flight_run *run = arg;
     struct memo_local *l = memo__local(run->memo);
-    if (l == NULL) /* cannot happen: this thread's local exists since the miss */
-        abort();
+    MEMO__CHECK(l != NULL, "a computing thread's state for its memo exists since its miss");
     memo__dense_flight_fail(run, l, 0);
 }
 
@@ -179,7 +178,7 @@ static void memo__dense_flight_done(struct memo_flight_run *run, struct memo_loc
     struct memo_marker *e = run->marker;
     struct memo_dense *d = run->dense;
     uint64_t w = (uint64_t)(uintptr_t)e | MEMO__DENSE_COMPUTING;
-    e->value = value; /* for the waiters; ordered before READY by memo__settle's release */
+    e->value = value; /* for the waiters; ordered before READY by memo__marker_finish's release */
     bool stored = atomic_compare_exchange_strong_explicit(&d->word, &w, (uint64_t)(uintptr_t)e | MEMO__DENSE_PUBLISHING,
                                                           memory_order_acquire, memory_order_relaxed);
     if (stored) {
@@ -192,7 +191,7 @@ static void memo__dense_flight_done(struct memo_flight_run *run, struct memo_loc
                               atomic_load_explicit(&l->counters.entries, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     }
-    (void)memo__settle(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
+    (void)memo__marker_finish(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
     memo__flight_pop(run->self, run->flight);
     memo__marker_retire(l, e); /* waiters that read the slot before hold sections */
     memo__retire_poll(l);
@@ -207,7 +206,7 @@ void memo__dense_flight_fail(struct memo_flight_run *run, struct memo_local *l, 
                                                   memory_order_relaxed);
     if (code != 0)
         e->code = code;
-    (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
+    (void)memo__marker_finish(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     memo__flight_pop(run->self, run->flight);
     memo__marker_retire(l, e);
     memo__retire_poll(l);
@@ -336,7 +335,7 @@ static int64_t memo__dense_clear_chunk(struct memo *m, struct memo_local *l, uin
 void memo__dense_clear(struct memo *m, struct memo_local *l)
 {
     int64_t removed = 0;
-    pthread_mutex_lock(&m->dense_lock);
+    memo__mutex_lock(&m->dense_lock);
     /* Before any slot changes: a claim that read the old gen and lands after this lets its slot
      * go (memo__dense_compute), and a value stored from now on is told apart by its new gen. */
     atomic_fetch_add_explicit(&m->dense_gen, 1, memory_order_seq_cst);
@@ -348,7 +347,7 @@ void memo__dense_clear(struct memo *m, struct memo_local *l)
             removed += memo__dense_clear_chunk(m, l, (uint64_t)i * 64 + b);
         }
     }
-    pthread_mutex_unlock(&m->dense_lock);
+    memo__mutex_unlock(&m->dense_lock);
     atomic_fetch_sub_explicit(&l->counters.entries, removed, memory_order_relaxed);
 }
 

@@ -35,7 +35,7 @@
 #endif
 
 _Static_assert(sizeof(struct memo_rec) == 16, "a u64 record is its key and value");
-_Static_assert(alignof(max_align_t) <= 16, "values are aligned to 16");
+_Static_assert(alignof(max_align_t) <= MEMO__ALIGN, "values are aligned for any type");
 _Static_assert(offsetof(struct memo_big, rec) % 16 == 0, "a big record is 16-aligned");
 _Static_assert(offsetof(struct memo_pbig, rec) % 16 == 0, "a policy record is 16-aligned");
 _Static_assert(offsetof(struct memo_pbig, rec) == offsetof(struct memo_pbig, pol) + sizeof(struct memo_pol),
@@ -73,7 +73,7 @@ struct memo_marker *memo__marker_new(struct memo_local *l, unsigned kind, unsign
     k->hash = hash;
     k->flight = NULL;
     k->flight_seq = 0;
-    k->final = NULL;
+    k->value_rec = NULL;
     k->value = 0;
     k->alloc_size = size;
     k->ttl = 0;
@@ -124,7 +124,7 @@ static void memo__marker_reclaim(ck_epoch_entry_t *retire)
 
 static inline unsigned memo__class_of(size_t size)
 {
-    return (unsigned)((size + 15) / 16) - 1;
+    return (unsigned)((size + MEMO__ALIGN - 1) / MEMO__ALIGN) - 1;
 }
 
 struct memo_store *memo__store_new(struct memo_local *l)
@@ -517,7 +517,7 @@ void memo__epoch_poll_parked(struct memo *m)
         pending |= p->record.n_pending != 0;
     }
     atomic_store_explicit(&m->parked_pending, pending, memory_order_relaxed);
-    pthread_mutex_unlock(&m->locals_lock);
+    memo__mutex_unlock(&m->locals_lock);
 }
 
 /* After retiring, with no memo lock held: polls once enough frees are pending, counting a

@@ -1,7 +1,9 @@
 /* Error names and messages, and the version. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "memo.h"
+#include "internal.h"
 
 #define MEMO__STR2(x) #x
 #define MEMO__STR(x) MEMO__STR2(x)
@@ -38,4 +40,17 @@ const char *memo_strerror(int code)
         }
         return "unknown memo error";
     }
+}
+
+/* ---- dying on a broken invariant --------------------------------------------------------------- */
+
+void memo__die(const char *file, int line, const char *what, const char *why)
+{
+    fprintf(stderr, "memo: %s:%d: %s (%s)\n", file, line, what, why);
+    abort();
+}
+
+void memo__mutex_failed(const char *file, int line, const char *what, int rc)
+{
+    memo__die(file, line, what, strerror(rc));
 }

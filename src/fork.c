@@ -19,26 +19,26 @@ static void memo__fork_prepare(void)
 {
     memo__registry_lock();
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
-        pthread_mutex_lock(&m->spare_lock); /* before the shard locks, as forget takes them */
+        memo__mutex_lock(&m->spare_lock); /* before the shard locks, as forget takes them */
         if (m->pol != NULL)
-            pthread_mutex_lock(&m->pol->lock); /* after spare_lock, before the shard locks (policy.c) */
-        pthread_mutex_lock(&m->locals_lock);
+            memo__mutex_lock(&m->pol->lock); /* after spare_lock, before the shard locks (policy.c) */
+        memo__mutex_lock(&m->locals_lock);
         for (unsigned i = 0; i < m->nshards; i++)
-            pthread_mutex_lock(&m->shards[i].lock);
-        pthread_mutex_lock(&m->dense_lock); /* no clear of dense keys is halfway at the fork */
+            memo__mutex_lock(&m->shards[i].lock);
+        memo__mutex_lock(&m->dense_lock); /* no clear of dense keys is halfway at the fork */
     }
 }
 
 static void memo__fork_parent(void)
 {
     for (struct memo *m = memo__registry_first(); m != NULL; m = m->next_live) {
-        pthread_mutex_unlock(&m->dense_lock);
+        memo__mutex_unlock(&m->dense_lock);
         for (unsigned i = 0; i < m->nshards; i++)
-            pthread_mutex_unlock(&m->shards[i].lock);
-        pthread_mutex_unlock(&m->locals_lock);
+            memo__mutex_unlock(&m->shards[i].lock);
+        memo__mutex_unlock(&m->locals_lock);
         if (m->pol != NULL)
-            pthread_mutex_unlock(&m->pol->lock);
-        pthread_mutex_unlock(&m->spare_lock);
+            memo__mutex_unlock(&m->pol->lock);
+        memo__mutex_unlock(&m->spare_lock);
     }
     memo__registry_unlock();
 }
@@ -59,8 +59,8 @@ static void memo__fork_child_table(struct memo *m, ck_hs_t *table, struct memo_t
              * reached it: freed at once, with the value its fn had made so far. The spare
              * local is free to use: its lock is held. */
             (void)ck_hs_remove(table, e->hash, obj);
-            if (e->final != NULL)
-                memo__rec_big_free_now(m->spare, e->final);
+            if (e->value_rec != NULL)
+                memo__rec_big_free_now(m->spare, e->value_rec);
             memo__marker_free_now(m->spare, e);
         }
     }
@@ -75,14 +75,14 @@ static void memo__fork_child(void)
             struct memo_shard *s = &m->shards[i];
             memo__fork_child_table(m, &s->u64, self);
             memo__fork_child_table(m, &s->bytes, self);
-            pthread_mutex_unlock(&s->lock);
+            memo__mutex_unlock(&s->lock);
         }
         memo__dense_fork_child(m, self);
-        pthread_mutex_unlock(&m->dense_lock);
-        pthread_mutex_unlock(&m->locals_lock);
+        memo__mutex_unlock(&m->dense_lock);
+        memo__mutex_unlock(&m->locals_lock);
         if (m->pol != NULL)
-            pthread_mutex_unlock(&m->pol->lock);
-        pthread_mutex_unlock(&m->spare_lock);
+            memo__mutex_unlock(&m->pol->lock);
+        memo__mutex_unlock(&m->spare_lock);
     }
     memo__registry_unlock();
 }

@@ -6,6 +6,10 @@
 
 #include "hash.h"
 
+/* What a random source that gave 0 (memo_config_t's "a fresh random seed") is replaced with:
+ * pi's first hexadecimal digits, a constant with nothing up its sleeve. */
+#define MEMO__SEED_IF_ZERO 0x243f6a8885a308d3ull
+
 uint64_t memo__random_seed(void)
 {
     uint64_t seed = 0;
@@ -20,7 +24,7 @@ uint64_t memo__random_seed(void)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         seed = XXH3_64bits_withSeed(&ts, sizeof ts, (uint64_t)(uintptr_t)&seed);
     }
-    return seed != 0 ? seed : 0x243f6a8885a308d3ull;
+    return seed != 0 ? seed : MEMO__SEED_IF_ZERO;
 }
 
 void memo__hash_init(struct memo *m, uint64_t seed)

@@ -41,6 +41,40 @@ struct memo_policy;
 #define memo__unlikely(x) __builtin_expect(!!(x), 0)
 #define MEMO__HIDDEN __attribute__((visibility("hidden")))
 
+/* ---- checks --------------------------------------------------------------------------------- */
+
+/* Prints "memo: <file>:<line>: <what> (<why>)" and aborts (errors.c; liburcu's urcu_die). */
+MEMO__HIDDEN _Noreturn void memo__die(const char *file, int line, const char *what, const char *why);
+/* An invariant whose failure memo cannot survive: checked in every build. */
+#define MEMO__CHECK(cond, why)                                          \
+    do {                                                                \
+        if (memo__unlikely(!(cond)))                                    \
+            memo__die(__FILE__, __LINE__, "check failed: " #cond, why); \
+    } while (0)
+/* An invariant of memo's own logic: checked in memo_testing and the sanitizer builds
+ * (MEMO_CHECKS), free in the library as shipped. */
+#ifdef MEMO_CHECKS
+#define MEMO__ASSERT(cond, why) MEMO__CHECK(cond, why)
+#else
+#define MEMO__ASSERT(cond, why) ((void)sizeof(cond))
+#endif
+
+/* pthread mutexes: a failure (a lock memo holds already, a destroyed mutex) is a bug: it dies
+ * with the error's name instead of going on unlocked. */
+MEMO__HIDDEN void memo__mutex_failed(const char *file, int line, const char *what, int rc);
+#define memo__mutex_lock(mu)                                                \
+    do {                                                                    \
+        int memo__rc_ = pthread_mutex_lock(mu);                             \
+        if (memo__unlikely(memo__rc_ != 0))                                 \
+            memo__mutex_failed(__FILE__, __LINE__, "pthread_mutex_lock(" #mu ")", memo__rc_); \
+    } while (0)
+#define memo__mutex_unlock(mu)                                              \
+    do {                                                                    \
+        int memo__rc_ = pthread_mutex_unlock(mu);                           \
+        if (memo__unlikely(memo__rc_ != 0))                                 \
+            memo__mutex_failed(__FILE__, __LINE__, "pthread_mutex_unlock(" #mu ")", memo__rc_); \
+    } while (0)
+
 /* ---- records and markers ------------------------------------------------------------------- */
 
 /*
@@ -66,10 +100,12 @@ struct memo_rec {
     /* bytes: the key at +16, the value at memo__rec_value_offset(key_len) */
 };
 
+/* Values are aligned for any type (max_align_t, 16 bytes on the targets memo supports). */
+#define MEMO__ALIGN 16
+
 static inline size_t memo__rec_value_offset(size_t key_len)
 {
-    /* aligned for max_align_t (16 on the targets memo supports) */
-    return (sizeof(struct memo_rec) + key_len + 15) & ~(size_t)15;
+    return (sizeof(struct memo_rec) + key_len + MEMO__ALIGN - 1) & ~(size_t)(MEMO__ALIGN - 1);
 }
 
 static inline unsigned char *memo__rec_key(struct memo_rec *r)
@@ -109,7 +145,7 @@ struct memo_marker {
     unsigned long       hash;
     struct memo_flight *flight;     /* the owner's flight slot */
     uint64_t            flight_seq; /* that slot's seq while this computation runs */
-    struct memo_rec    *final;      /* bytes: the value's record: fn's, unpublished, while
+    struct memo_rec    *value_rec;  /* bytes: the value's record: fn's, unpublished, while
                                        COMPUTING (owner only); the stored one from READY on */
     union {
         uint64_t value;             /* u64, READY: the value */
@@ -249,7 +285,8 @@ static inline struct memo_pbig *memo__pbig_of(const struct memo_pol *e)
 #define MEMO__LIST_PROBATION 2 /* admitted from the window, not hit since */
 #define MEMO__LIST_PROTECTED 3 /* hit while on probation */
 
-/* Records retired from stores, freed together after one grace period: (record, store) pairs. */
+/* Records retired from stores, freed together after one grace period: (record, store) pairs.
+ * 62 a batch: one epoch entry (and one deferred call) per 62 records, in about 1 KiB. */
 #define MEMO__BATCH 62
 struct memo_batch {
     ck_epoch_entry_t retire;
@@ -321,7 +358,8 @@ struct memo_flight {
     struct memo_thread *thread;     /* the owner: fixed for the slot's life */
 };
 
-#define MEMO__FLIGHTS_PER_BLOCK 62
+/* As many flight slots as make a block of 1 KiB with malloc's 16-byte header: 62. */
+#define MEMO__FLIGHTS_PER_BLOCK ((1024 - 16 - 2 * sizeof(void *)) / sizeof(struct memo_flight))
 struct memo_flight_block {
     struct memo_flight_block *prev, *next;
     struct memo_flight        slot[MEMO__FLIGHTS_PER_BLOCK];
@@ -596,7 +634,7 @@ MEMO__HIDDEN int  memo__wait(struct memo_thread *self, struct memo_local *l, str
                              uint64_t deadline_ns);
 MEMO__HIDDEN void memo__wake(struct memo_marker *e);
 /* Sets a marker's final state (the DETACHED flag kept), waking its sleepers; returns the old word. */
-MEMO__HIDDEN uint32_t memo__settle(struct memo_marker *marker, uint32_t state);
+MEMO__HIDDEN uint32_t memo__marker_finish(struct memo_marker *marker, uint32_t state);
 MEMO__HIDDEN uint64_t memo__now_ns(void);
 
 /* memo.c: what dense.c shares with the hash table's get */
@@ -678,22 +716,22 @@ MEMO__HIDDEN void memo__pol_retire(struct memo_local *l, struct memo_pol *e);
 static inline void memo__lock(struct memo *m, struct memo_shard *s, struct memo_local *l)
 {
     if (m->pol != NULL)
-        pthread_mutex_lock(&m->pol->lock);
-    pthread_mutex_lock(&s->lock);
+        memo__mutex_lock(&m->pol->lock);
+    memo__mutex_lock(&s->lock);
     memo__alloc_local = l;
 }
 
 static inline void memo__unlock_shard(struct memo_shard *s)
 {
     memo__alloc_local = NULL;
-    pthread_mutex_unlock(&s->lock);
+    memo__mutex_unlock(&s->lock);
 }
 
 static inline void memo__unlock(struct memo *m, struct memo_shard *s)
 {
     memo__unlock_shard(s);
     if (m->pol != NULL)
-        pthread_mutex_unlock(&m->pol->lock);
+        memo__mutex_unlock(&m->pol->lock);
 }
 
 /* fork.c */

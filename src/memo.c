@@ -30,7 +30,7 @@
 #include "internal.h"
 
 /* What fn stores into: the value's record, until it is published, hangs from the marker
- * (marker->final), where the fork handler finds it too. */
+ * (marker->value_rec), where the fork handler finds it too. */
 struct memo_result {
     struct memo        *memo;
     struct memo_marker *marker;
@@ -50,17 +50,17 @@ inline void memo__section_end(struct memo_local *l)
  * ref from such a lookup), the spare record pins the epoch, as any held ref does. */
 static struct memo_local *memo__spare_begin(struct memo *m)
 {
-    pthread_mutex_lock(&m->spare_lock);
+    memo__mutex_lock(&m->spare_lock);
     ck_epoch_begin(&m->spare->record, NULL);
-    pthread_mutex_unlock(&m->spare_lock);
+    memo__mutex_unlock(&m->spare_lock);
     return m->spare;
 }
 
 static void memo__spare_end(struct memo *m)
 {
-    pthread_mutex_lock(&m->spare_lock);
+    memo__mutex_lock(&m->spare_lock);
     memo__section_end(m->spare);
-    pthread_mutex_unlock(&m->spare_lock);
+    memo__mutex_unlock(&m->spare_lock);
 }
 
 /* A lookup's section: on the thread's own local, or on the spare. */
@@ -307,16 +307,16 @@ static void memo__flight_fail(struct memo_flight_run *run, struct memo_local *l,
     }
     if (code != 0)
         e->code = code;
-    (void)memo__settle(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
+    (void)memo__marker_finish(e, code != 0 ? MEMO__FAILED : MEMO__ABANDONED);
     memo__unlock_shard(run->shard);
     if (m->pol != NULL)
-        pthread_mutex_unlock(&m->pol->lock);
+        memo__mutex_unlock(&m->pol->lock);
     if (failure != NULL && !stored)
         memo__rec_big_free_now(l, failure);
     memo__flight_pop(run->self, run->flight);
-    if (e->final != NULL) {
-        memo__rec_big_free_now(l, e->final); /* never published */
-        e->final = NULL;
+    if (e->value_rec != NULL) {
+        memo__rec_big_free_now(l, e->value_rec); /* never published */
+        e->value_rec = NULL;
     }
     memo__marker_retire(l, e);
     memo__retire_poll(l);
@@ -328,8 +328,7 @@ static void memo__flight_abandon(void *arg)
 {
     struct memo_flight_run *run = arg;
     struct memo_local *l = memo__local(run->memo);
-    if (l == NULL) /* cannot happen: this thread's local exists since the miss */
-        abort();
+    MEMO__CHECK(l != NULL, "a computing thread's state for its memo exists since its miss");
     memo__flight_fail(run, l, 0);
 }
 
@@ -375,7 +374,7 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
     *rc = 0;
     memo__lock(m, run->shard, l);
     if (e->kind == MEMO__KIND_U64) {
-        e->value = value; /* ordered before READY by memo__settle's release */
+        e->value = value; /* ordered before READY by memo__marker_finish's release */
         if (!memo__detached(e)) {
             rec = memo__rec_u64_new_locked(l, run->shard, e->key.a, value);
             if (rec == NULL) {
@@ -385,15 +384,15 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
             }
         }
     } else if (!memo__detached(e)) {
-        rec = memo__rec_publishable_locked(l, run->shard, e->final);
+        rec = memo__rec_publishable_locked(l, run->shard, e->value_rec);
         if (rec == NULL) {
             memo__unlock(m, run->shard);
             *rc = MEMO_ENOMEM;
             return NULL;
         }
-        e->final = rec;
+        e->value_rec = rec;
     } else {
-        rec = e->final;
+        rec = e->value_rec;
     }
     bool keep = !memo__detached(e) && (m->pol == NULL || memo__policy_admit_locked(m, e, rec));
     if (keep && m->pol != NULL) {
@@ -404,7 +403,8 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
         MEMO_ANN_PUBLISH(rec);
         /* Replacing the marker's slot: ck_hs_set does not grow, so it cannot fail. */
         stored = ck_hs_set(run->table, e->hash, rec, &previous);
-        if (!stored) /* cannot happen; keep the table without the marker all the same */
+        MEMO__ASSERT(stored, "ck_hs_set replaces the marker's slot, which it cannot fail to find");
+        if (!stored) /* keep the table without the marker all the same */
             (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
         else
             atomic_fetch_add_explicit(&run->shard->entries, 1, memory_order_relaxed);
@@ -412,7 +412,7 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
         /* Not to be stored (a policy's decision): out of the table, as a detached marker. */
         (void)ck_hs_remove(run->table, e->hash, memo__marker_slot(e));
     }
-    (void)memo__settle(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
+    (void)memo__marker_finish(e, MEMO__READY | (stored ? 0u : MEMO__DETACHED));
     if (!stored && e->kind == MEMO__KIND_U64 && rec != NULL) {
         if (m->pol != NULL)
             memo__rec_big_free_now(l, rec); /* made, never published */
@@ -421,10 +421,10 @@ static struct memo_rec *memo__flight_done(struct memo_flight_run *run, struct me
     }
     memo__unlock_shard(run->shard);
     if (m->pol != NULL)
-        pthread_mutex_unlock(&m->pol->lock);
+        memo__mutex_unlock(&m->pol->lock);
     memo__flight_pop(run->self, run->flight);
     if (e->kind == MEMO__KIND_BYTES) {
-        rec = e->final;
+        rec = e->value_rec;
         if (!stored)
             memo__rec_retire_big(l, rec); /* never published; its waiters hold sections */
     }
@@ -517,7 +517,7 @@ static int memo__compute(struct memo_call *c, bool *again)
     }
     memo__count(&l->counters.misses);
 
-    struct memo_result result = { c->memo, e };
+    struct memo_result result = { .memo = c->memo, .marker = e };
     struct memo_flight_run run = { .memo = c->memo, .shard = s, .table = table, .marker = e, .flight = f,
                                    .self = self };
     uint64_t value = 0;
@@ -530,9 +530,9 @@ static int memo__compute(struct memo_call *c, bool *again)
     pthread_cleanup_pop(0);
 
     /* fn may have made this thread use other memos: the local is still this thread's. */
-    if (rc == 0 && c->key.kind == MEMO__KIND_BYTES && e->final == NULL) {
-        e->final = memo__rec_big_new(l, c->key.probe.key, c->key.probe.head.a, 0);
-        if (e->final == NULL)
+    if (rc == 0 && c->key.kind == MEMO__KIND_BYTES && e->value_rec == NULL) {
+        e->value_rec = memo__rec_big_new(l, c->key.probe.key, c->key.probe.head.a, 0);
+        if (e->value_rec == NULL)
             rc = MEMO_ENOMEM;
     }
     if (rc != 0) {
@@ -594,7 +594,7 @@ bool memo__take_marker(struct memo_call *c, struct memo_marker *e, int *rc)
         *c->value = e->value;
         memo__section_end(c->local);
     } else {
-        memo__deliver_bytes(c, e->final);
+        memo__deliver_bytes(c, e->value_rec);
     }
     *rc = 0;
     return true;
@@ -617,7 +617,7 @@ static uint64_t memo__refresh_claim(struct memo_call *c, struct memo_pol *h)
 {
     struct memo_policy *p = c->memo->pol;
     uint64_t token = 0;
-    pthread_mutex_lock(&p->lock);
+    memo__mutex_lock(&p->lock);
     if (atomic_load_explicit(&h->claim, memory_order_relaxed) == 0 && p->nrefreshing < MEMO__REFRESHING_MAX) {
         token = atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1;
         atomic_store_explicit(&h->claim, token, memory_order_relaxed);
@@ -627,7 +627,7 @@ static uint64_t memo__refresh_claim(struct memo_call *c, struct memo_pol *h)
         p->refreshing[p->nrefreshing].token = token;
         p->nrefreshing++;
     }
-    pthread_mutex_unlock(&p->lock);
+    memo__mutex_unlock(&p->lock);
     return token;
 }
 
@@ -672,8 +672,8 @@ static void memo__refresh_release(struct memo_refresh *rf, struct memo_local *l)
         atomic_store_explicit(&memo__pol_of(rf->old)->claim, 0, memory_order_relaxed);
     memo__refresh_unregister_locked(c->memo->pol, rf->token);
     memo__unlock(c->memo, c->shard);
-    if (rf->marker->final != NULL)
-        memo__rec_big_free_now(l, rf->marker->final);
+    if (rf->marker->value_rec != NULL)
+        memo__rec_big_free_now(l, rf->marker->value_rec);
     memo__marker_free_now(l, rf->marker);
 }
 
@@ -681,8 +681,7 @@ static void memo__refresh_abandon(void *arg)
 {
     struct memo_refresh *rf = arg;
     struct memo_local *l = memo__local(rf->call->memo);
-    if (l == NULL) /* cannot happen: this thread's local exists since the call began */
-        abort();
+    MEMO__CHECK(l != NULL, "a refreshing thread's state for its memo exists since its call began");
     memo__refresh_release(rf, l);
 }
 
@@ -697,10 +696,10 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
                                              c->key.probe.head.a);
     if (e == NULL) {
         /* No room to refresh: the old value, and the next call tries again. */
-        pthread_mutex_lock(&m->pol->lock);
+        memo__mutex_lock(&m->pol->lock);
         atomic_store_explicit(&memo__pol_of(old)->claim, 0, memory_order_relaxed);
         memo__refresh_unregister_locked(m->pol, token);
-        pthread_mutex_unlock(&m->pol->lock);
+        memo__mutex_unlock(&m->pol->lock);
         memo__count(&l->counters.hits);
         if (c->key.kind == MEMO__KIND_U64) {
             *c->value = old->b;
@@ -712,8 +711,8 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
     }
     memo__section_end(l); /* fn runs outside memo's read-side sections */
     memo__count(&l->counters.misses);
-    struct memo_refresh rf = { c, old, token, e };
-    struct memo_result result = { m, e };
+    struct memo_refresh rf = { .call = c, .old = old, .token = token, .marker = e };
+    struct memo_result result = { .memo = m, .marker = e };
     uint64_t value = 0;
     int rc;
     pthread_cleanup_push(memo__refresh_abandon, &rf);
@@ -722,8 +721,8 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
     else
         rc = c->fn(c->ctx, c->key.probe.key, c->key.probe.head.a, &result);
     pthread_cleanup_pop(0);
-    if (rc == 0 && c->key.kind == MEMO__KIND_BYTES && e->final == NULL &&
-        (e->final = memo__rec_big_new(l, c->key.probe.key, c->key.probe.head.a, 0)) == NULL)
+    if (rc == 0 && c->key.kind == MEMO__KIND_BYTES && e->value_rec == NULL &&
+        (e->value_rec = memo__rec_big_new(l, c->key.probe.key, c->key.probe.head.a, 0)) == NULL)
         rc = MEMO_ENOMEM;
     struct memo_rec *rec = NULL;
     if (rc == 0 && c->key.kind == MEMO__KIND_U64 &&
@@ -738,8 +737,8 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
         rec->a = c->key.u64;
         rec->b = value;
     } else {
-        rec = e->final;
-        e->final = NULL;
+        rec = e->value_rec;
+        e->value_rec = NULL;
         ck_epoch_begin(&l->record, NULL); /* before the new record can be evicted and retired */
     }
     ck_hs_t *table = memo__table(c->shard, c->key.kind);
@@ -971,7 +970,8 @@ __attribute__((noinline)) static int memo__get_u64_slow(memo_t *m, uint64_t key,
         hash = memo__hash_u64(m, key);
         s = memo__shard(m, hash);
     }
-    struct memo_call c = { m, l, s, { MEMO__KIND_U64, hash, key, { { 0, 0 }, NULL } }, deadline, NULL, fn, ctx, NULL, value };
+    struct memo_call c = { .memo = m, .local = l, .shard = s, .key = { .kind = MEMO__KIND_U64, .hash = hash, .u64 = key },
+                           .deadline = deadline, .fn_u64 = fn, .ctx = ctx, .value = value };
     return memo__get_slow(&c, p);
 }
 
@@ -1192,7 +1192,7 @@ int memo_lookup_u64(memo_t *m, uint64_t key, uint64_t *value)
 }
 
 /* The local that forget and clear use: the calling thread's, or, when that cannot be made, the
- * memo's spare, locked until memo__spare_put (they work under shard locks, outside read-side
+ * memo's spare, locked until memo__spare_unlock (they work under shard locks, outside read-side
  * sections; see memo__spare_begin for lookups). Forgetting never fails for want of memory: the
  * API gives memo_forget no MEMO_ENOMEM, and memo_clear no error. */
 static struct memo_local *memo__local_or_spare(struct memo *m)
@@ -1200,14 +1200,14 @@ static struct memo_local *memo__local_or_spare(struct memo *m)
     struct memo_local *l = memo__local(m);
     if (memo__likely(l != NULL))
         return l;
-    pthread_mutex_lock(&m->spare_lock);
+    memo__mutex_lock(&m->spare_lock);
     return m->spare;
 }
 
-static void memo__spare_put(struct memo *m, struct memo_local *l)
+static void memo__spare_unlock(struct memo *m, struct memo_local *l)
 {
     if (l->is_spare)
-        pthread_mutex_unlock(&m->spare_lock);
+        memo__mutex_unlock(&m->spare_lock);
 }
 
 /* Removes the key's slot. A stored record is retired (0); an in-flight marker is detached, so its
@@ -1234,7 +1234,7 @@ static int memo__forget(struct memo *m, struct memo_key *k)
     }
     memo__unlock(m, s);
     memo__retire_poll(l);
-    memo__spare_put(m, l);
+    memo__spare_unlock(m, l);
     return rc;
 }
 
@@ -1254,7 +1254,7 @@ int memo_forget_u64(memo_t *m, uint64_t key)
     if (key < m->dense_n) {
         struct memo_local *l = memo__local_or_spare(m);
         int rc = memo__dense_forget(m, key, l);
-        memo__spare_put(m, l);
+        memo__spare_unlock(m, l);
         return rc;
     }
     struct memo_key k;
@@ -1273,7 +1273,7 @@ void memo_clear(memo_t *m)
         memo__dense_clear(m, l);
     memo__epoch_poll(l);
     memo__epoch_poll_parked(m);
-    memo__spare_put(m, l);
+    memo__spare_unlock(m, l);
     if (!l->is_spare)
         memo__removals_run(l);
 }
@@ -1283,11 +1283,11 @@ int memo_set_limits(memo_t *m, uint64_t max_entries, uint64_t max_bytes)
     if (m == NULL || m->pol == NULL)
         return MEMO_EINVAL;
     struct memo_local *l = memo__local_or_spare(m);
-    pthread_mutex_lock(&m->pol->lock);
+    memo__mutex_lock(&m->pol->lock);
     memo__policy_set_limits_locked(m, l, max_entries, max_bytes);
-    pthread_mutex_unlock(&m->pol->lock);
+    memo__mutex_unlock(&m->pol->lock);
     memo__retire_poll(l);
-    memo__spare_put(m, l);
+    memo__spare_unlock(m, l);
     return 0;
 }
 
@@ -1299,7 +1299,7 @@ void memo_stats(memo_t *m, memo_stats_t *out)
     if (m == NULL)
         return;
     int64_t bytes = 0, entries = 0;
-    pthread_mutex_lock(&m->locals_lock);
+    memo__mutex_lock(&m->locals_lock);
     for (struct memo_local *l = m->locals; l != NULL; l = l->next) {
         out->hits += atomic_load_explicit(&l->counters.hits, memory_order_relaxed);
         out->misses += atomic_load_explicit(&l->counters.misses, memory_order_relaxed);
@@ -1308,7 +1308,7 @@ void memo_stats(memo_t *m, memo_stats_t *out)
         bytes += atomic_load_explicit(&l->counters.bytes, memory_order_relaxed);
         entries += atomic_load_explicit(&l->counters.entries, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&m->locals_lock);
+    memo__mutex_unlock(&m->locals_lock);
     for (unsigned i = 0; i < m->nshards; i++)
         entries += atomic_load_explicit(&m->shards[i].entries, memory_order_relaxed);
     out->entries = entries > 0 ? (uint64_t)entries : 0;
@@ -1332,8 +1332,8 @@ static void *memo__result_replace(memo_result_t *out, size_t len, const void *sr
         return NULL;
     if (len != 0 && src != NULL)
         memcpy(memo__rec_value(r), src, len);
-    struct memo_rec *old = k->final;
-    k->final = r;
+    struct memo_rec *old = k->value_rec;
+    k->value_rec = r;
     if (old != NULL)
         memo__rec_big_free_now(l, old); /* never published */
     return memo__rec_value(r);
@@ -1415,8 +1415,9 @@ void memo__define_get(memo_t *m, const void *key, size_t key_len, memo_fn *fn, v
 {
     memo_ref_t ref = MEMO_REF_INIT;
     int rc = memo_get(m, key, key_len, fn, NULL, &ref);
+    MEMO__ASSERT(rc != 0 || ref.len == result_len, "every value of a decorator's memo is a result's bytes");
     if (rc == 0 && ref.len != result_len)
-        rc = MEMO_EINVAL; /* cannot happen: every value of this memo is a result's bytes */
+        rc = MEMO_EINVAL;
     if (rc != 0) {
         fprintf(stderr, "memo: %s: %s\n", name, memo_strerror(rc));
         abort();

@@ -251,17 +251,16 @@ static void memo__policy_drop(struct memo *m, struct memo_local *l, struct memo_
     unsigned long hash = (unsigned long)memo__pol_hash(m, e);
     struct memo_shard *s = memo__shard(m, hash);
     if (s != held)
-        pthread_mutex_lock(&s->lock);
+        memo__mutex_lock(&s->lock);
     struct memo_local *saved = memo__alloc_local;
     memo__alloc_local = l;
     void *slot = (void *)((uintptr_t)r | MEMO__POLICY_TAG);
     void *out = ck_hs_remove(e->kind == MEMO__KIND_U64 ? &s->u64 : &s->bytes, hash, slot);
     memo__alloc_local = saved;
-    if (out != slot) /* cannot happen: a record in a list is in its table */
-        abort();
+    MEMO__CHECK(out == slot, "a record in the policy's lists is in its table");
     atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
     if (s != held)
-        pthread_mutex_unlock(&s->lock);
+        memo__mutex_unlock(&s->lock);
     memo__policy_unlink_locked(m, e);
     if (reason == MEMO_REMOVED_EVICTED || reason == MEMO_REMOVED_EXPIRED)
         atomic_fetch_add_explicit(&p->evictions, 1, memory_order_relaxed);

@@ -18,12 +18,12 @@ uint64_t memo__next_id(void)
 
 void memo__registry_lock(void)
 {
-    pthread_mutex_lock(&memo__registry);
+    memo__mutex_lock(&memo__registry);
 }
 
 void memo__registry_unlock(void)
 {
-    pthread_mutex_unlock(&memo__registry);
+    memo__mutex_unlock(&memo__registry);
 }
 
 struct memo *memo__registry_first(void)

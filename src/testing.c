@@ -59,10 +59,10 @@ unsigned long memo__test_probe_max(memo_t *m)
     unsigned long max = 0;
     for (unsigned i = 0; i < m->nshards; i++) {
         struct ck_hs_stat st, sb;
-        pthread_mutex_lock(&m->shards[i].lock);
+        memo__mutex_lock(&m->shards[i].lock);
         ck_hs_stat(&m->shards[i].u64, &st);
         ck_hs_stat(&m->shards[i].bytes, &sb);
-        pthread_mutex_unlock(&m->shards[i].lock);
+        memo__mutex_unlock(&m->shards[i].lock);
         if (st.probe_maximum > max)
             max = st.probe_maximum;
         if (sb.probe_maximum > max)

@@ -124,10 +124,10 @@ static void memo__thread_park_locals(struct memo_thread *t, bool locked)
             continue;
         struct memo_local *l = t->slots[i].local;
         if (!locked)
-            pthread_mutex_lock(&l->memo->locals_lock);
+            memo__mutex_lock(&l->memo->locals_lock);
         memo__local_park_locked(l);
         if (!locked)
-            pthread_mutex_unlock(&l->memo->locals_lock);
+            memo__mutex_unlock(&l->memo->locals_lock);
         atomic_store_explicit(&t->slots[i].id, 0, memory_order_relaxed);
         t->slots[i].local = NULL;
     }
@@ -277,11 +277,11 @@ int memo__spare_init(struct memo *m)
     memset(l, 0, size);
     l->memo = m;
     l->is_spare = true;
-    pthread_mutex_lock(&m->locals_lock);
+    memo__mutex_lock(&m->locals_lock);
     ck_epoch_register(&m->epoch, &l->record, l);
     l->next = m->locals;
     m->locals = l;
-    pthread_mutex_unlock(&m->locals_lock);
+    memo__mutex_unlock(&m->locals_lock);
     m->spare = l;
     return 0;
 }
@@ -324,15 +324,19 @@ struct memo_local *memo__local_slow(struct memo *m)
         t->slots = slots;
         t->nslots = n;
     }
-    pthread_mutex_lock(&m->locals_lock);
+    memo__mutex_lock(&m->locals_lock);
     struct memo_local *l = memo__local_new(m);
     if (l != NULL) {
         atomic_store_explicit(&l->thread, t, memory_order_relaxed);
         l->slot = slot;
     }
-    pthread_mutex_unlock(&m->locals_lock);
+    memo__mutex_unlock(&m->locals_lock);
     if (l != NULL) {
         t->slots[slot].local = l;
+        /* Release: the local is set before the id that finds it; pairs with the acquire load
+         * of the id in the slot search above (this thread's own, on a later call: the order
+         * matters only to a reader that runs after a fork or through a signal handler of this
+         * thread, but it costs nothing on the slow path). */
         atomic_store_explicit(&t->slots[slot].id, id, memory_order_release);
         t->cache_local = l;
         atomic_store_explicit(&t->cache_memo, m, memory_order_relaxed);

@@ -194,7 +194,7 @@ done:
 
 /* Sets a marker's final state; wakes sleepers if the old word said there were any. Returns the
  * old word. The release pairs with the acquire loads of waiters (memo__wait, memo__get_slow). */
-uint32_t memo__settle(struct memo_marker *marker, uint32_t state)
+uint32_t memo__marker_finish(struct memo_marker *marker, uint32_t state)
 {
     uint32_t old = atomic_load_explicit(&marker->state, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&marker->state, &old,
