@@ -95,6 +95,8 @@ static void memo__table_reclaim(ck_epoch_entry_t *retire)
         (struct memo_table_block *)((char *)retire - offsetof(struct memo_table_block, retire));
     struct memo_local *l = memo__alloc_local;
     MEMO_ANN_RECLAIM(l->memo);
+    if (l->memo->pol != NULL)
+        memo__count_bytes(l, (int64_t)b->size); /* counted out when it was retired */
     memo__mem_free(l, b, b->size);
 }
 
@@ -106,8 +108,13 @@ static void memo__table_free(void *p, size_t size, bool defer)
     struct memo_table_block *b =
         (struct memo_table_block *)((char *)p - offsetof(struct memo_table_block, data));
     struct memo_local *l = memo__alloc_local;
-    if (defer)
+    if (defer) {
+        /* With a policy, a slot array waiting for its grace period is not counted (entry.c,
+         * memo__marker_retire). */
+        if (l->memo->pol != NULL)
+            memo__count_bytes(l, -(int64_t)b->size);
         ck_epoch_call(&l->record, &b->retire, memo__table_reclaim);
+    }
     else
         memo__mem_free(l, b, b->size);
 }

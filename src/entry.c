@@ -92,7 +92,9 @@ struct memo_marker *memo__marker_new(struct memo_local *l, unsigned kind, unsign
 
 void memo__marker_free_now(struct memo_local *l, struct memo_marker *k)
 {
-    if (k->kind == MEMO__KIND_U64 && l->nmarkers < MEMO__MARKERS_KEPT && !l->memo->system_alloc) {
+    /* Not with a policy either: max_bytes counts what memo holds, and kept markers would be. */
+    if (k->kind == MEMO__KIND_U64 && l->nmarkers < MEMO__MARKERS_KEPT && !l->memo->system_alloc &&
+        l->memo->pol == NULL) {
         *(struct memo_marker **)k = l->markers;
         l->markers = k;
         l->nmarkers++;
@@ -117,6 +119,8 @@ static void memo__marker_reclaim(ck_epoch_entry_t *retire)
     struct memo_marker *k = (struct memo_marker *)retire; /* retire is the first member */
     struct memo_local *l = memo__alloc_local;
     MEMO_ANN_RECLAIM(l->memo);
+    if (l->memo->pol != NULL)
+        memo__mem_account(l, (int64_t)k->alloc_size); /* counted out when it was retired */
     memo__marker_free_now(l, k);
 }
 
@@ -440,6 +444,10 @@ void memo__rec_retire(struct memo_local *l, struct memo_shard *s, struct memo_re
 
 void memo__marker_retire(struct memo_local *l, struct memo_marker *k)
 {
+    /* With a policy, what waits for its grace period is not counted in memo_stats.bytes, so
+     * that max_bytes holds once calls are over (records, markers and slot arrays alike). */
+    if (l->memo->pol != NULL)
+        memo__mem_account(l, -(int64_t)k->alloc_size);
     ck_epoch_call(&l->record, &k->retire, memo__marker_reclaim);
 }
 

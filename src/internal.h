@@ -706,6 +706,7 @@ MEMO__HIDDEN void memo__policy_stored_locked(struct memo *m, struct memo_local *
 MEMO__HIDDEN void memo__policy_replaced_locked(struct memo *m, struct memo_local *l, struct memo_pol *old,
                                                struct memo_pol *fresh, struct memo_shard *held);
 MEMO__HIDDEN void memo__removals_run(struct memo_local *l);
+MEMO__HIDDEN void memo__policy_keep_bounds_locked(struct memo *m, struct memo_local *l, struct memo_shard *held);
 MEMO__HIDDEN void memo__policy_set_limits_locked(struct memo *m, struct memo_local *l, uint64_t max_entries,
                                                  uint64_t max_bytes);
 /* entry.c: a policy record leaves (its reason set): counted out now, freed after its grace. */

@@ -447,6 +447,7 @@ static void memo__deliver_bytes(struct memo_call *c, struct memo_rec *r)
 }
 
 static struct memo_thread *memo__refreshing_owner(const struct memo_policy *p, unsigned long hash, unsigned kind);
+static void memo__refresh_forget_locked(struct memo_policy *p, unsigned long hash, unsigned kind);
 
 /* A miss: insert a marker under the shard lock, then run fn outside every lock and section.
  * If another thread inserted the key first, sets *again and returns still inside the caller's
@@ -508,6 +509,8 @@ static int memo__compute(struct memo_call *c, bool *again)
             f = NULL;
         }
     }
+    if (f != NULL && c->memo->pol != NULL && c->memo->pol->max_bytes != 0)
+        memo__policy_keep_bounds_locked(c->memo, l, s);
     memo__unlock(c->memo, s);
     memo__section_end(l); /* fn runs outside memo's read-side sections */
     if (f == NULL) {
@@ -639,6 +642,18 @@ static void memo__refresh_unregister_locked(struct memo_policy *p, uint64_t toke
             p->refreshing[i] = p->refreshing[--p->nrefreshing];
             return;
         }
+    }
+}
+
+/* Under the policy lock: a forget of the key of hash (and kind), or with kind 0 a clear: calls
+ * no longer wait for its refresh. */
+static void memo__refresh_forget_locked(struct memo_policy *p, unsigned long hash, unsigned kind)
+{
+    for (unsigned i = 0; i < p->nrefreshing;) {
+        if (kind == 0 || (p->refreshing[i].hash == hash && p->refreshing[i].kind == kind))
+            p->refreshing[i] = p->refreshing[--p->nrefreshing];
+        else
+            i++;
     }
 }
 
@@ -785,7 +800,7 @@ static bool memo__policy_hit(struct memo_call *c, struct memo_rec *r, int *rc)
     /* The clock is read only for a record that can expire, or for refresh. */
     if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
         now = memo__policy_now(p);
-        if (now >= h->expires)
+        if (h->expires != UINT64_MAX && now >= h->expires) /* UINT64_MAX: never, at any reading */
             return false;
     }
     if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
@@ -905,7 +920,8 @@ static inline bool memo__policy_hit_fast(struct memo *m, struct memo_pol *h)
     const struct memo_policy *p = m->pol;
     if (h->expires != UINT64_MAX || p->refresh_ns != 0) {
         uint64_t now = memo__policy_now(p);
-        if (now >= h->expires || (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns))
+        if ((h->expires != UINT64_MAX && now >= h->expires) ||
+            (p->refresh_ns != 0 && now - h->stored_at >= p->refresh_ns))
             return false;
     }
     if (atomic_load_explicit(&h->visited, memory_order_relaxed) == 0)
@@ -1223,7 +1239,10 @@ static int memo__forget(struct memo *m, struct memo_key *k)
         /* Under the lock, which the owner takes to publish: it will see DETACHED. */
         atomic_fetch_or_explicit(&memo__slot_marker(p)->state, MEMO__DETACHED, memory_order_relaxed);
     } else if (p != NULL && memo__is_policy(p)) {
-        /* A value or a stored failure: either is forgotten (0). */
+        /* A value or a stored failure: either is forgotten (0). A refresh of it that runs is
+         * forgotten too: later calls compute afresh instead of waiting for it (and it stores
+         * nothing: its old value is gone). */
+        memo__refresh_forget_locked(m->pol, k->hash, k->kind);
         atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
         memo__policy_remove_locked(m, l, memo__pol_of(memo__slot_rec(p)), MEMO_REMOVED_FORGOTTEN);
         rc = 0;
@@ -1267,6 +1286,11 @@ void memo_clear(memo_t *m)
     if (m == NULL)
         return;
     struct memo_local *l = memo__local_or_spare(m);
+    if (m->pol != NULL) {
+        memo__mutex_lock(&m->pol->lock);
+        memo__refresh_forget_locked(m->pol, 0, 0);
+        memo__mutex_unlock(&m->pol->lock);
+    }
     for (unsigned i = 0; i < m->nshards; i++)
         memo__shard_clear(m, &m->shards[i], l);
     if (m->dense != NULL)

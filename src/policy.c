@@ -45,11 +45,6 @@ uint64_t memo__policy_now(const struct memo_policy *p)
     return memo__now_ns();
 }
 
-static inline uint64_t memo__add_sat(uint64_t a, uint64_t b)
-{
-    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
 /* ---- lists --------------------------------------------------------------------------------- */
 
 static void memo__list_push(struct memo_policy *p, unsigned list, struct memo_pol *e)
@@ -145,7 +140,8 @@ static uint64_t memo__pol_hash(const struct memo *m, const struct memo_pol *e)
  * bounded by bytes alone (or not at all) a guess that the lists' own counts then replace. */
 static uint64_t memo__policy_size_hint(const struct memo_policy *p)
 {
-    return p->max_entries != 0 ? p->max_entries : 4096;
+    /* A bound past 2^32 (max_entries = UINT64_MAX: "bounded later") sizes nothing for it. */
+    return p->max_entries != 0 && p->max_entries <= ((uint64_t)1 << 32) ? p->max_entries : 4096;
 }
 
 /* The sketch: a counter per entry and row (at least 1024, at most MEMO__SKETCH_MAX), halved every
@@ -550,6 +546,14 @@ static void memo__policy_evict(struct memo *m, struct memo_local *l, struct memo
         memo__evict_one(m, l, held);
 }
 
+/* Under the policy lock (and held's): evicts if memory memo took for other than values (a table
+ * that grew for a marker) passed max_bytes, so that the bound holds once calls are over even when
+ * no value is stored after. */
+void memo__policy_keep_bounds_locked(struct memo *m, struct memo_local *l, struct memo_shard *held)
+{
+    memo__policy_evict(m, l, held);
+}
+
 /* ---- expiry -------------------------------------------------------------------------------- */
 
 /* A few records at the heads of the lists, on every store: the expired ones go. Without a bound,
@@ -568,7 +572,7 @@ static void memo__policy_expire(struct memo *m, struct memo_local *l, struct mem
             if (e == NULL || e == fresh)
                 break;
             looked++;
-            if (now >= e->expires) {
+            if (e->expires != UINT64_MAX && now >= e->expires) {
                 memo__policy_drop(m, l, e, MEMO_REMOVED_EXPIRED, held);
                 continue;
             }

@@ -8,6 +8,9 @@
  * directory (replay it with FUZZ_API_TRACE=1 under scripts/fuzz's build, or give it to this
  * program as a corpus directory of one file) and dies, which fails the test.
  *
+ * `fuzz_replay --write-seeds tests/fuzz/corpus` remakes the seed corpus from fuzz_api.c's seeds[]
+ * (the same as fuzz_api --write-seeds, without needing clang's libFuzzer).
+ *
  * It turns the seed corpus into a regression test that every build runs, and covers the same
  * programs under ThreadSanitizer, which the fuzz run (ASan + UBSan) does not: the two-thread
  * mode's turnstile hands one program between two real threads.
@@ -114,8 +117,15 @@ int main(int argc, char **argv)
     tap_watchdog(300);
     const unsigned long dflt = 20000;
 #endif
+    if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
+        /* Remakes the seed corpus from fuzz_api.c's seeds[] (as fuzz_api --write-seeds does). */
+        int   wargc = 3;
+        char *wargv0[] = { argv[0], argv[1], argv[2], NULL };
+        char **wargv = wargv0;
+        LLVMFuzzerInitialize(&wargc, &wargv); /* writes and exits */
+    }
     if (argc < 2)
-        bail_out("usage: %s CORPUS_DIR", argv[0]);
+        bail_out("usage: %s CORPUS_DIR  (or %s --write-seeds DIR)", argv[0], argv[0]);
     signal(SIGABRT, save_input);
     signal(SIGSEGV, save_input);
     signal(SIGBUS, save_input);
