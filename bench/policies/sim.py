@@ -24,6 +24,10 @@ The policies, as published:
   wtinylfu_hc the same with a window that moves by hill climbing on the hit ratio (Caffeine's).
   clock2    CLOCK with a 2-bit counter per entry (a hit saturates it at 3, the hand decrements):
             the cheapest policy whose hits write nothing once the counter is saturated.
+  memo      what the C library implements: W-TinyLFU on FIFO lists with a CLOCK hand, a hit only
+            sets a visited bit, the window moved by ghosts of evicted keys (see memo() below).
+  memo2     memo with a cold start (the whole cache is the window until the first reuse) and a
+            ghost for every main eviction (see memo2() below).
 """
 import collections
 import gzip
@@ -150,9 +154,9 @@ def s3fifo(trace, cap, small_frac=0.1):
 
 
 class CountMin:
-    def __init__(self, cap):
+    def __init__(self, cap, width_min=16):
         self.width = 1
-        while self.width < max(16, cap):
+        while self.width < max(width_min, cap):
             self.width <<= 1
         self.rows = [[0] * self.width for _ in range(4)]
         self.seeds = [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93]
@@ -275,8 +279,303 @@ def clock2(trace, cap):
     return hits
 
 
+def memo(trace, cap):
+    """memo: the policy the C library implements (hits only set a bit), port it line by line.
+
+    Hit: set the entry's visited bit (1 bit; nothing else: no list move, no sketch update).
+
+    Structures (all under the lock, touched only on a miss):
+      W, P, Q  three FIFO lists (head = oldest): window, probation, protected. Entries move only
+               from a head to a tail, O(1).
+      sketch   CountMin above: 4 rows of 4-bit counters, width = next power of two >= max(16, cap),
+               index (k * seed[i] + i) mod 2^64, xor its high 32 bits into the low, & (width - 1);
+               halved (every counter >> 1, additions //= 2) when additions reach
+               SAMPLE = 20 * max(16, cap). One addition = +1 on each row (saturating at 15).
+      GW, GM   two ghost FIFOs of evicted keys, each bounded to GHOST = cap // 2 entries, with a
+               hash map key -> (tag, seq); GW = keys dropped from the window (rejected candidates),
+               GM = main victims evicted by an admitted candidate. A ghost entry popped from its
+               FIFO is forgotten only if the map still holds that same seq.
+      w_cap    the window's target size: starts at max(1, cap // 100), kept in [1, cap].
+    credit(k) = one sketch addition for k (stands for the hits the bit recorded).
+
+    Miss on k:
+      1. if k is in the ghost map: remove it; tag GW -> w_cap = min(cap, w_cap + 1);
+         tag GM -> w_cap = max(1, w_cap - 1).
+      2. sketch.add(k); append k to W's tail with its bit clear.
+      3. while |W| + |P| + |Q| > cap: evict_one().
+    evict_one():
+      if |W| > w_cap or P and Q are empty:            # the window gives a candidate
+        c = pop W's head
+        if c.visited: clear it, credit(c), append c to W's tail; return   (CLOCK window)
+        if |P| + |Q| < cap - w_cap: append c to P's tail; return         (main not full)
+        if P and Q are empty: drop c, push c into GW; return               (window = whole cache)
+        v = victim()
+        if est(c) > est(v) + MARGIN (MARGIN = 2): pop v from P's head, drop it, push v into GM;
+                                                  append c to P's tail
+        else: drop c, push c into GW
+      else:                                            # the window shrank: main over its share
+        v = victim(); pop v from P's head and drop it (no ghost)
+    victim():  (returns P's head, unvisited, without removing it)
+      loop:
+        if P is empty: pop Q's head q; if q.visited: clear it, credit(q), append q to Q's tail
+                       else append q to P's tail; continue
+        v = P's head; if not v.visited: return v
+        pop v, clear its bit, credit(v), append v to Q's tail (promotion)
+        while |Q| > (cap - w_cap) * 8 // 10: pop Q's head q; if q.visited: clear it, credit(q),
+                       append q to Q's tail; else append q to P's tail (demotion)
+    Every pass of the hand over an entry either clears a bit (set by a hit) or removes/demotes an
+    unvisited entry, so eviction is amortized O(1). No hill climber: the ghosts move the window.
+    cap == 1: the cache holds the newest key only (the old entry is dropped whatever its bit).
+    """
+    if cap <= 1:
+        last, hits = None, 0
+        for k in trace:
+            if k == last:
+                hits += 1
+            last = k
+        return hits
+    MARGIN, GHOST = 2, cap // 2
+    W, P, Q = collections.deque(), collections.deque(), collections.deque()
+    vis = {}
+    sketch = CountMin(cap)
+    sketch.sample = 20 * max(16, cap)
+    w_cap = max(1, cap // 100)
+    ghosts = {"W": collections.deque(), "M": collections.deque()}
+    gmap, gseq = {}, 0
+    hits = 0
+
+    def ghost_add(k, tag):
+        nonlocal gseq
+        gseq += 1
+        g = ghosts[tag]
+        g.append((k, gseq))
+        gmap[k] = (tag, gseq)
+        if len(g) > GHOST:
+            ok, oseq = g.popleft()
+            e = gmap.get(ok)
+            if e is not None and e[1] == oseq:
+                del gmap[ok]
+
+    def victim():
+        while True:
+            if not P:
+                q = Q.popleft()
+                if vis[q]:
+                    vis[q] = False
+                    sketch.add(q)
+                    Q.append(q)
+                else:
+                    P.append(q)
+                continue
+            v = P[0]
+            if not vis[v]:
+                return v
+            P.popleft()
+            vis[v] = False
+            sketch.add(v)
+            Q.append(v)
+            while len(Q) > (cap - w_cap) * 8 // 10:
+                q = Q.popleft()
+                if vis[q]:
+                    vis[q] = False
+                    sketch.add(q)
+                    Q.append(q)
+                else:
+                    P.append(q)
+
+    def evict_one():
+        main_len = len(P) + len(Q)
+        if len(W) > w_cap or main_len == 0:
+            c = W.popleft()
+            if vis[c]:
+                vis[c] = False
+                sketch.add(c)
+                W.append(c)
+                return
+            if main_len < cap - w_cap:
+                P.append(c)
+                return
+            if main_len == 0:
+                del vis[c]
+                ghost_add(c, "W")
+                return
+            v = victim()
+            if sketch.estimate(c) > sketch.estimate(v) + MARGIN:
+                P.popleft()
+                del vis[v]
+                ghost_add(v, "M")
+                P.append(c)
+            else:
+                del vis[c]
+                ghost_add(c, "W")
+        else:
+            v = victim()
+            P.popleft()
+            del vis[v]
+
+    for k in trace:
+        v = vis.get(k)
+        if v is not None:
+            hits += 1
+            vis[k] = True
+            continue
+        e = gmap.pop(k, None)
+        if e is not None:
+            w_cap = min(cap, w_cap + 1) if e[0] == "W" else max(1, w_cap - 1)
+        sketch.add(k)
+        W.append(k)
+        vis[k] = False
+        while len(W) + len(P) + len(Q) > cap:
+            evict_one()
+    return hits
+
+
+def memo2(trace, cap):
+    """memo2: memo (above) with a cold start and ghosts for every main eviction. Port: memo's
+    algorithm with these differences (everything else, word for word, as in memo):
+
+      State added: cold (starts true), nev (evictions counted while cold, starts 0).
+      BASE = max(1, cap // 100) (memo's initial window); COLD_LIMIT = 32 * cap.
+      w_cap starts at cap (memo: BASE): until the first sign of reuse the whole cache is the
+      window, i.e. a CLOCK that keeps the newest keys (a trace that starts with a scan longer
+      than the cache keeps its newest keys, as LRU does, instead of its oldest).
+      end_cold(timeout): cold = false; if not timeout and nev >= cap: leave w_cap as it is (the
+        first reuse came after at least one full turnover of the cache: recency evidence);
+        else w_cap = BASE (memo's start).
+      evict_one(): first of all, if cold: nev += 1; if nev >= COLD_LIMIT: end_cold(true).
+        Window branch: when the popped candidate c has its visited bit set and cold:
+        end_cold(false) before clearing the bit (the hand found a hit: reuse).
+        Shrink branch ("the window shrank: main over its share"): the dropped victim v is
+        pushed into GM (memo drops it without a ghost).
+      Miss on k, step 1: if k is in the ghost map and cold: end_cold(false); then apply memo's
+        +1 / -1 step as before.
+      Sketch: at least 1024 counters per row (memo: 16), so that a small cache's sketch is not
+        flooded by a scan's keys (a 128-entry cache under a hot set interleaved with a scan).
+    cap == 1: as memo (the newest key only). src/policy.c implements this policy.
+    """
+    if cap <= 1:
+        last, hits = None, 0
+        for k in trace:
+            if k == last:
+                hits += 1
+            last = k
+        return hits
+    MARGIN, GHOST, BASE, COLD_LIMIT = 2, cap // 2, max(1, cap // 100), 32 * cap
+    W, P, Q = collections.deque(), collections.deque(), collections.deque()
+    vis = {}
+    sketch = CountMin(cap, width_min=1024)
+    sketch.sample = 20 * max(16, cap)
+    w_cap = cap
+    cold, nev = True, 0
+    ghosts = {"W": collections.deque(), "M": collections.deque()}
+    gmap, gseq = {}, 0
+    hits = 0
+
+    def ghost_add(k, tag):
+        nonlocal gseq
+        gseq += 1
+        g = ghosts[tag]
+        g.append((k, gseq))
+        gmap[k] = (tag, gseq)
+        if len(g) > GHOST:
+            ok, oseq = g.popleft()
+            e = gmap.get(ok)
+            if e is not None and e[1] == oseq:
+                del gmap[ok]
+
+    def end_cold(timeout):
+        nonlocal cold, w_cap
+        cold = False
+        if timeout or nev < cap:
+            w_cap = BASE
+
+    def victim():
+        while True:
+            if not P:
+                q = Q.popleft()
+                if vis[q]:
+                    vis[q] = False
+                    sketch.add(q)
+                    Q.append(q)
+                else:
+                    P.append(q)
+                continue
+            v = P[0]
+            if not vis[v]:
+                return v
+            P.popleft()
+            vis[v] = False
+            sketch.add(v)
+            Q.append(v)
+            while len(Q) > (cap - w_cap) * 8 // 10:
+                q = Q.popleft()
+                if vis[q]:
+                    vis[q] = False
+                    sketch.add(q)
+                    Q.append(q)
+                else:
+                    P.append(q)
+
+    def evict_one():
+        nonlocal nev
+        if cold:
+            nev += 1
+            if nev >= COLD_LIMIT:
+                end_cold(True)
+        main_len = len(P) + len(Q)
+        if len(W) > w_cap or main_len == 0:
+            c = W.popleft()
+            if vis[c]:
+                if cold:
+                    end_cold(False)
+                vis[c] = False
+                sketch.add(c)
+                W.append(c)
+                return
+            if main_len < cap - w_cap:
+                P.append(c)
+                return
+            if main_len == 0:
+                del vis[c]
+                ghost_add(c, "W")
+                return
+            v = victim()
+            if sketch.estimate(c) > sketch.estimate(v) + MARGIN:
+                P.popleft()
+                del vis[v]
+                ghost_add(v, "M")
+                P.append(c)
+            else:
+                del vis[c]
+                ghost_add(c, "W")
+        else:
+            v = victim()
+            P.popleft()
+            del vis[v]
+            ghost_add(v, "M")
+
+    for k in trace:
+        v = vis.get(k)
+        if v is not None:
+            hits += 1
+            vis[k] = True
+            continue
+        e = gmap.pop(k, None)
+        if e is not None:
+            if cold:
+                end_cold(False)
+            w_cap = min(cap, w_cap + 1) if e[0] == "W" else max(1, w_cap - 1)
+        sketch.add(k)
+        W.append(k)
+        vis[k] = False
+        while len(W) + len(P) + len(Q) > cap:
+            evict_one()
+    return hits
+
+
 POLICIES = {"lru": lru, "sieve": sieve, "s3fifo": s3fifo, "wtinylfu": wtinylfu, "clock2": clock2,
-            "wtinylfu20": lambda t, c: wtinylfu(t, c, window_frac=0.2), "wtinylfu_hc": lambda t, c: wtinylfu(t, c, climb=True)}
+            "wtinylfu20": lambda t, c: wtinylfu(t, c, window_frac=0.2), "wtinylfu_hc": lambda t, c: wtinylfu(t, c, climb=True),
+            "memo": memo, "memo2": memo2}
 
 
 def main():
