@@ -307,6 +307,10 @@ void memo__policy_replace_locked(struct memo *m, struct memo_pol *old, struct me
     p->rec_bytes += memo__pbig_of(fresh)->size - memo__pbig_of(old)->size;
 }
 
+/* A candidate leaving the window takes the main victim's place only if the sketch rates it more
+ * than this much more frequent: near-ties go to what is already cached. */
+#define MEMO__ADMIT_MARGIN 2
+
 /* ---- ghosts ------------------------------------------------------------------------------- */
 
 /*
@@ -397,8 +401,9 @@ static void memo__policy_warm(struct memo_policy *p, bool timeout)
 }
 
 /* A miss on hash: if it is a ghost, the window moves, and the ghost is forgotten. */
-static void memo__ghost_take(struct memo_policy *p, uint64_t hash, uint64_t cap)
+static void memo__ghost_take(struct memo *m, uint64_t hash, uint64_t cap)
 {
+    struct memo_policy *p = m->pol;
     if (p->ghost_cap == 0)
         return;
     struct memo_ghost *in = memo__gmap_find(p, memo__gmap_key(hash));
@@ -406,10 +411,18 @@ static void memo__ghost_take(struct memo_policy *p, uint64_t hash, uint64_t cap)
         return;
     if (p->cold)
         memo__policy_warm(p, false);
-    if ((in->seq & 1u) == MEMO__GHOST_WINDOW)
-        p->window_cap = p->window_cap + 1 < cap ? p->window_cap + 1 : cap;
-    else
+    if ((in->seq & 1u) == MEMO__GHOST_WINDOW) {
+        /* Back after the window let it go: a larger window would have kept it, unless the key
+         * is asked for more often than what the window holds (a hot key that lost its duel with
+         * another: frequency, not recency, is at stake, and the window stays; without this, a
+         * hot set a little larger than the main part drives the window to the whole bound). */
+        struct memo_pol *head = memo__list_head(p, MEMO__LIST_WINDOW);
+        if (head == NULL || memo__sketch_estimate(p, hash) <=
+                                memo__sketch_estimate(p, memo__pol_hash(m, head)) + MEMO__ADMIT_MARGIN)
+            p->window_cap = p->window_cap + 1 < cap ? p->window_cap + 1 : cap;
+    } else {
         p->window_cap = p->window_cap > 1 ? p->window_cap - 1 : 1;
+    }
     memo__gmap_delete(p, in);
 }
 
@@ -467,9 +480,6 @@ static struct memo_pol *memo__main_victim(struct memo *m, uint64_t cap)
     }
 }
 
-/* A candidate leaving the window takes the main victim's place only if the sketch rates it more
- * than this much more frequent: near-ties go to what is already cached. */
-#define MEMO__ADMIT_MARGIN 2
 
 static void memo__evict(struct memo *m, struct memo_local *l, struct memo_pol *e, struct memo_shard *held,
                         int ghost)
@@ -599,7 +609,7 @@ void memo__policy_stored_locked(struct memo *m, struct memo_local *l, struct mem
     p->rec_bytes += memo__pbig_of(fresh)->size;
     if (p->window_cap == 0)
         p->window_cap = p->cold ? memo__policy_size_hint(p) : memo__window_base(p);
-    memo__ghost_take(p, hash, memo__policy_capacity(p));
+    memo__ghost_take(m, hash, memo__policy_capacity(p));
     memo__sketch_add(p, hash);
     if (p->clocked)
         memo__policy_expire(m, l, fresh, held, memo__policy_now(p));

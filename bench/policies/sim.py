@@ -451,6 +451,10 @@ def memo2(trace, cap):
         +1 / -1 step as before.
       Sketch: at least 1024 counters per row (memo: 16), so that a small cache's sketch is not
         flooded by a scan's keys (a 128-entry cache under a hot set interleaved with a scan).
+      A GW ghost hit grows the window only if est(k) <= est(W's head) + MARGIN (memo: always):
+        a returning key more frequent than what the window holds lost a duel on frequency, and
+        growing the window for it drove a hot set a little larger than main to a whole-cache
+        window (seen in the library under some hash seeds: tests/test_bounded.c, scan resistance).
     cap == 1: as memo (the newest key only). src/policy.c implements this policy.
     """
     if cap <= 1:
@@ -564,7 +568,13 @@ def memo2(trace, cap):
         if e is not None:
             if cold:
                 end_cold(False)
-            w_cap = min(cap, w_cap + 1) if e[0] == "W" else max(1, w_cap - 1)
+            if e[0] == "W":
+                # Frequency, not recency, is at stake when the returning key is asked for more
+                # often than the window's head: the window does not grow then.
+                if not W or sketch.estimate(k) <= sketch.estimate(W[0]) + MARGIN:
+                    w_cap = min(cap, w_cap + 1)
+            else:
+                w_cap = max(1, w_cap - 1)
         sketch.add(k)
         W.append(k)
         vis[k] = False
