@@ -9,12 +9,12 @@
  *   struct memo_store   where a shard's records are carved from.
  *   struct memo_thread  one per thread that ever called memo: flight stack, waiting publication,
  *                       the thread's locals. Never freed: recycled through a pool, because other
- *                       threads read its flight slots and waiting fields without locks.
+ *                       threads read its flights and waiting fields without locks.
  *   struct memo_local   one per (thread, memo): the thread's ck_epoch record and counters for
  *                       that memo. Parked, not freed, when its thread exits (its pending frees
  *                       are then polled by the memo's other threads); reused by a later thread;
  *                       freed by memo_destroy.
- *   struct memo_flight  a slot of a thread's flight stack: identifies one computation in
+ *   struct memo_flight  an entry of a thread's flight stack: identifies one computation in
  *                       progress, so that deadlock detection never dereferences an entry.
  */
 #ifndef MEMO_INTERNAL_H
@@ -143,8 +143,8 @@ struct memo_marker {
     _Atomic uint32_t    state;      /* MEMO__* above; changes to DETACHED only under the lock */
     uint32_t            kind;       /* MEMO__KIND_* */
     unsigned long       hash;
-    struct memo_flight *flight;     /* the owner's flight slot */
-    uint64_t            flight_seq; /* that slot's seq while this computation runs */
+    struct memo_flight *flight;     /* the owner's flight */
+    uint64_t            flight_seq; /* that flight's seq while this computation runs */
     struct memo_rec    *value_rec;  /* bytes: the value's record: fn's, unpublished, while
                                        COMPUTING (owner only); the stored one from READY on */
     union {
@@ -355,14 +355,14 @@ static inline bool memo__dense_hit(const _Atomic uint64_t *chunks, struct memo_d
 
 struct memo_flight {
     _Atomic uint64_t    seq;        /* odd while the computation that uses this slot runs */
-    struct memo_thread *thread;     /* the owner: fixed for the slot's life */
+    struct memo_thread *thread;     /* the owner: fixed for the flight's life */
 };
 
-/* As many flight slots as make a block of 1 KiB with malloc's 16-byte header: 62. */
+/* As many flights as make a block of 1 KiB with malloc's 16-byte header: 62. */
 #define MEMO__FLIGHTS_PER_BLOCK ((1024 - 16 - 2 * sizeof(void *)) / sizeof(struct memo_flight))
 struct memo_flight_block {
     struct memo_flight_block *prev, *next;
-    struct memo_flight        slot[MEMO__FLIGHTS_PER_BLOCK];
+    struct memo_flight        flights[MEMO__FLIGHTS_PER_BLOCK];
 };
 
 struct memo_counters {
@@ -379,7 +379,7 @@ struct memo_local {
      * (taking a parked local, memo_destroy); read by memo_release to tell a ref of the calling
      * thread's from one whose section was already ended when its thread exited. */
     _Atomic(struct memo_thread *) thread;
-    unsigned             slot;      /* index in thread->slots */
+    unsigned             ref_index; /* its entry in thread->local_refs */
     unsigned             poll_at;   /* pending frees at which retiring next polls the epoch */
     struct memo_batch   *batch;     /* store records retired since the last seal */
     struct memo_batch   *reserve;   /* an empty batch, so that sealing seldom needs malloc */
@@ -390,7 +390,7 @@ struct memo_local {
     struct memo_local   *next_parked;
 };
 
-struct memo_slot {
+struct memo_local_ref {
     _Atomic uint64_t   id;          /* memo id, 0 = empty; written under the registry lock */
     struct memo_local *local;
 };
@@ -411,8 +411,8 @@ struct memo_thread {
     struct memo_flight_block *flight_block;   /* block of the next free slot */
     unsigned                  flight_index;   /* next free slot in it */
     struct memo_flight_block *flight_first;
-    struct memo_slot         *slots;          /* swapped under the registry lock */
-    unsigned                  nslots;
+    struct memo_local_ref    *local_refs;     /* (memo id, local) pairs; swapped under the registry lock */
+    unsigned                  nlocal_refs;
     struct memo_thread       *next_free;      /* the pool */
     unsigned                  exit_rounds;    /* thread-exit destructor rounds deferred (thread.c) */
     bool                      pooled;         /* in the pool (its thread exited) */

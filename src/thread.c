@@ -1,5 +1,5 @@
 /*
- * Per-thread state: the thread's struct memo_thread (flight stack, waiting publication, slots of
+ * Per-thread state: the thread's struct memo_thread (flight stack, waiting publication, refs to
  * locals), its struct memo_local for each memo it used (epoch record, counters, thread cache),
  * made on first use and parked when the thread exits. The registry lock (registry.c) guards the
  * links between threads and memos; CONTRIBUTING.md has the lock order.
@@ -20,7 +20,7 @@ static pthread_key_t memo__thread_key;
 static pthread_once_t memo__thread_key_once = PTHREAD_ONCE_INIT;
 
 /* Unlinks m from the registry and from every living thread that used it. After this, no thread
- * can reach m's locals through its slots; their (pointer, id) caches fail on the id. */
+ * can reach m's locals through its local refs; their (pointer, id) caches fail on the id. */
 void memo__registry_remove_locals(struct memo *m)
 {
     memo__registry_lock();
@@ -30,8 +30,8 @@ void memo__registry_remove_locals(struct memo *m)
         if (t != NULL) {
             /* Relaxed: the owner only ever compares the ids it reads with the id of a memo it
              * is using, which cannot be m (m is being destroyed); nothing else is published. */
-            atomic_store_explicit(&t->slots[l->slot].id, 0, memory_order_relaxed);
-            t->slots[l->slot].local = NULL;
+            atomic_store_explicit(&t->local_refs[l->ref_index].id, 0, memory_order_relaxed);
+            t->local_refs[l->ref_index].local = NULL;
             atomic_store_explicit(&l->thread, NULL, memory_order_relaxed);
             /* t is not using m (memo_destroy's contract); if its last call was on m, its cache
              * must not match a later memo made at m's address. */
@@ -52,8 +52,8 @@ static struct memo_flight_block *memo__flight_block_new(struct memo_thread *t,
     if (b == NULL)
         return NULL;
     for (unsigned i = 0; i < MEMO__FLIGHTS_PER_BLOCK; i++) {
-        atomic_init(&b->slot[i].seq, 0);
-        b->slot[i].thread = t;
+        atomic_init(&b->flights[i].seq, 0);
+        b->flights[i].thread = t;
     }
     b->prev = prev;
     if (prev != NULL)
@@ -61,8 +61,8 @@ static struct memo_flight_block *memo__flight_block_new(struct memo_thread *t,
     return b;
 }
 
-/* The slot for a computation this thread starts; its seq becomes odd. Flights nest strictly
- * (a computation's fn finishes before its own), so the slots form a stack. */
+/* The flight for a computation this thread starts; its seq becomes odd. Flights nest strictly
+ * (a computation's fn finishes before its own), so they form a stack. */
 struct memo_flight *memo__flight_push(struct memo_thread *t)
 {
     if (t->flight_block == NULL) {
@@ -78,7 +78,7 @@ struct memo_flight *memo__flight_push(struct memo_thread *t)
         t->flight_block = next;
         t->flight_index = 0;
     }
-    struct memo_flight *f = &t->flight_block->slot[t->flight_index++];
+    struct memo_flight *f = &t->flight_block->flights[t->flight_index++];
     /* seq_cst: a deadlock walk that reads this odd seq after finding the marker must see the
      * computation as live; pairs with the loads in memo__deadlock_walk. */
     atomic_fetch_add_explicit(&f->seq, 1, memory_order_seq_cst);
@@ -115,21 +115,21 @@ static void memo__local_park_locked(struct memo_local *l)
         atomic_store_explicit(&m->parked_pending, true, memory_order_relaxed);
 }
 
-/* Parks every local of t, whose thread has exited, and empties its slots; the caller holds the
+/* Parks every local of t, whose thread has exited, and empties its local refs; the caller holds the
  * registry lock, and every memo's locals_lock too when `locked` (the fork child handler). */
 static void memo__thread_park_locals(struct memo_thread *t, bool locked)
 {
-    for (unsigned i = 0; i < t->nslots; i++) {
-        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) == 0)
+    for (unsigned i = 0; i < t->nlocal_refs; i++) {
+        if (atomic_load_explicit(&t->local_refs[i].id, memory_order_relaxed) == 0)
             continue;
-        struct memo_local *l = t->slots[i].local;
+        struct memo_local *l = t->local_refs[i].local;
         if (!locked)
             memo__mutex_lock(&l->memo->locals_lock);
         memo__local_park_locked(l);
         if (!locked)
             memo__mutex_unlock(&l->memo->locals_lock);
-        atomic_store_explicit(&t->slots[i].id, 0, memory_order_relaxed);
-        t->slots[i].local = NULL;
+        atomic_store_explicit(&t->local_refs[i].id, 0, memory_order_relaxed);
+        t->local_refs[i].local = NULL;
     }
 }
 
@@ -140,7 +140,7 @@ static void memo__thread_pool_put(struct memo_thread *t)
     t->cache_local = NULL;
     t->exit_rounds = 0;
     t->pooled = true;
-    /* Other threads may still read t's flight slots and waiting fields (stale pointers in
+    /* Other threads may still read t's flights and waiting fields (stale pointers in
      * entries and walks), so t is recycled, never freed. */
     t->next_free = memo__thread_pool;
     memo__thread_pool = t;
@@ -150,7 +150,7 @@ static void memo__thread_pool_put(struct memo_thread *t)
  * fork() child, from the atfork handler (registry lock and every memo's locals_lock held): the
  * threads of the parent other than the forking one do not exist here. Their states are parked
  * and their structs pooled, as if they had exited; the flights they were running are ended (an
- * odd seq left behind would make the slot's next owner look idle to deadlock walks).
+ * odd seq left behind would make the flight's next owner look idle to deadlock walks).
  */
 void memo__threads_fork_child(struct memo_thread *self)
 {
@@ -160,8 +160,8 @@ void memo__threads_fork_child(struct memo_thread *self)
         memo__thread_park_locals(t, true);
         for (struct memo_flight_block *b = t->flight_first; b != NULL; b = b->next)
             for (unsigned i = 0; i < MEMO__FLIGHTS_PER_BLOCK; i++)
-                if (atomic_load_explicit(&b->slot[i].seq, memory_order_relaxed) & 1)
-                    atomic_fetch_add_explicit(&b->slot[i].seq, 1, memory_order_relaxed);
+                if (atomic_load_explicit(&b->flights[i].seq, memory_order_relaxed) & 1)
+                    atomic_fetch_add_explicit(&b->flights[i].seq, 1, memory_order_relaxed);
         t->flight_block = NULL;
         memo__thread_pool_put(t);
     }
@@ -171,9 +171,9 @@ void memo__threads_fork_child(struct memo_thread *self)
  * lock. */
 static bool memo__thread_holds_refs(const struct memo_thread *t)
 {
-    for (unsigned i = 0; i < t->nslots; i++)
-        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) != 0 &&
-            t->slots[i].local->record.active != 0)
+    for (unsigned i = 0; i < t->nlocal_refs; i++)
+        if (atomic_load_explicit(&t->local_refs[i].id, memory_order_relaxed) != 0 &&
+            t->local_refs[i].local->record.active != 0)
             return true;
     return false;
 }
@@ -190,7 +190,7 @@ static bool memo__thread_holds_refs(const struct memo_thread *t)
 static void memo__thread_exit(void *arg)
 {
     struct memo_thread *t = arg;
-    /* Under the registry lock: memo_destroy unlinks t's slots (and frees the locals) under it. */
+    /* Under the registry lock: memo_destroy unlinks t's local refs (and frees the locals) under it. */
     memo__registry_lock();
     if (t->exit_rounds + 1 < PTHREAD_DESTRUCTOR_ITERATIONS && memo__thread_holds_refs(t) &&
         pthread_setspecific(memo__thread_key, t) == 0) {
@@ -292,52 +292,52 @@ struct memo_local *memo__local_slow(struct memo *m)
     if (t == &memo__nobody && (t = memo__thread_new()) == NULL)
         return NULL;
     uint64_t id = m->id;
-    for (unsigned i = 0; i < t->nslots; i++) {
-        if (atomic_load_explicit(&t->slots[i].id, memory_order_acquire) == id) {
-            t->cache_local = t->slots[i].local;
+    for (unsigned i = 0; i < t->nlocal_refs; i++) {
+        if (atomic_load_explicit(&t->local_refs[i].id, memory_order_acquire) == id) {
+            t->cache_local = t->local_refs[i].local;
             atomic_store_explicit(&t->cache_memo, m, memory_order_relaxed);
             return t->cache_local;
         }
     }
 
     memo__registry_lock();
-    unsigned slot = t->nslots;
-    for (unsigned i = 0; i < t->nslots; i++) {
-        if (atomic_load_explicit(&t->slots[i].id, memory_order_relaxed) == 0) {
-            slot = i;
+    unsigned ref = t->nlocal_refs;
+    for (unsigned i = 0; i < t->nlocal_refs; i++) {
+        if (atomic_load_explicit(&t->local_refs[i].id, memory_order_relaxed) == 0) {
+            ref = i;
             break;
         }
     }
-    if (slot == t->nslots) {
-        unsigned n = t->nslots ? t->nslots * 2 : 4;
-        struct memo_slot *slots = MEMO__TEST_ALLOC_FAILS(false) ? NULL : calloc(n, sizeof *slots);
-        if (slots == NULL) {
+    if (ref == t->nlocal_refs) {
+        unsigned n = t->nlocal_refs ? t->nlocal_refs * 2 : 4;
+        struct memo_local_ref *refs = MEMO__TEST_ALLOC_FAILS(false) ? NULL : calloc(n, sizeof *refs);
+        if (refs == NULL) {
             memo__registry_unlock();
             return NULL;
         }
-        for (unsigned i = 0; i < t->nslots; i++) {
-            atomic_init(&slots[i].id, atomic_load_explicit(&t->slots[i].id, memory_order_relaxed));
-            slots[i].local = t->slots[i].local;
+        for (unsigned i = 0; i < t->nlocal_refs; i++) {
+            atomic_init(&refs[i].id, atomic_load_explicit(&t->local_refs[i].id, memory_order_relaxed));
+            refs[i].local = t->local_refs[i].local;
         }
-        /* Other threads touch t->slots only under the registry lock, which we hold. */
-        free(t->slots);
-        t->slots = slots;
-        t->nslots = n;
+        /* Other threads touch t->local_refs only under the registry lock, which we hold. */
+        free(t->local_refs);
+        t->local_refs = refs;
+        t->nlocal_refs = n;
     }
     memo__mutex_lock(&m->locals_lock);
     struct memo_local *l = memo__local_new(m);
     if (l != NULL) {
         atomic_store_explicit(&l->thread, t, memory_order_relaxed);
-        l->slot = slot;
+        l->ref_index = ref;
     }
     memo__mutex_unlock(&m->locals_lock);
     if (l != NULL) {
-        t->slots[slot].local = l;
+        t->local_refs[ref].local = l;
         /* Release: the local is set before the id that finds it; pairs with the acquire load
-         * of the id in the slot search above (this thread's own, on a later call: the order
+         * of the id in the search above (this thread's own, on a later call: the order
          * matters only to a reader that runs after a fork or through a signal handler of this
          * thread, but it costs nothing on the slow path). */
-        atomic_store_explicit(&t->slots[slot].id, id, memory_order_release);
+        atomic_store_explicit(&t->local_refs[ref].id, id, memory_order_release);
         t->cache_local = l;
         atomic_store_explicit(&t->cache_memo, m, memory_order_relaxed);
     }
