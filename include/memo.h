@@ -208,7 +208,9 @@ typedef struct memo_config {
  * policy (list links, deadlines, the visited bit), and each value is malloc'd alone (as with
  * MEMO_F_SYSTEM_ALLOC); a memo without keeps the lean layout (16 bytes per u64 value). Memory
  * outside memo_stats.bytes: the frequency sketch, 2 bytes per max_entries (at least 2 KiB, at
- * most 2 MiB; 128 KiB for a memo bounded by bytes alone), made at create. Dense keys take no policy: dense_keys with
+ * most 2 MiB), and the ghosts of evicted keys, 16 bytes per max_entries (at most 2 MiB) and their
+ * map (twice that, at most 4 MiB), made at create and by memo_set_limits. A memo bounded by bytes
+ * alone, or by more than 2^32 entries, sizes them for 4096 entries. Dense keys take no policy: dense_keys with
  * any bound, expiry setting, on_removal or clock is MEMO_EINVAL.
  */
 
