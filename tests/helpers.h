@@ -50,6 +50,39 @@ static inline long test_resident_kib(void)
     return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+#ifdef MEMO_TESTS_TAP_H
+/* A memo return code by name, into buf: "MEMO_OK (0)", "MEMO_ENOENT (-5)", "MEMO_E? (-9)" for an
+ * unknown negative one, and "fn code 7" for a compute function's own positive code. */
+static inline const char *test_code_name(int code, char *buf, size_t size)
+{
+    if (code > 0)
+        snprintf(buf, size, "fn code %d", code);
+    else
+        snprintf(buf, size, "%s (%d)", memo_err_name(code), code);
+    return buf;
+}
+
+static inline TAP__PRINTF(5, 6) int tap__is_code(int got, int expected, const char *file, int line,
+                                                 const char *fmt, ...)
+{
+    char    detail[160], g[48], e[48];
+    va_list ap;
+    snprintf(detail, sizeof detail, "got: %s expected: %s", test_code_name(got, g, sizeof g),
+             test_code_name(expected, e, sizeof e));
+    va_start(ap, fmt);
+    int r = tap__result(got == expected, file, line, detail, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* is_code(got, expected, fmt, ...): is_int for memo return codes (MEMO_OK, MEMO_E*, or fn's
+ * positive code); a failure prints both by name, e.g.
+ *   got: MEMO_EINVAL (-2) expected: MEMO_ENOENT (-5)
+ * Include tap.h before this header. */
+#define is_code(got, expected, ...) \
+    tap__is_code((int)(got), (int)(expected), __FILE__, __LINE__, __VA_ARGS__)
+#endif /* MEMO_TESTS_TAP_H */
+
 #ifndef __cplusplus
 /* ---- 0.2 (API.md "bounds, expiry, removal callback, clock"): C tests only ---- */
 #include <pthread.h>

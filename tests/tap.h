@@ -10,6 +10,7 @@
  *   cmp_u64(a, op, b, fmt, ...)  e.g. cmp_u64(ms, <, 250, "fast")   both values printed on failure
  *   diag(fmt, ...)     "# ..." on stderr                   skip(n, why)  prints "ok N # skip why" n times
  *   bail_out(fmt, ...) "Bail out! ..." and exit(255)       done_testing() returns the exit status
+ *   is_code(got, expected, fmt, ...)  memo return codes, printed by name on failure: tests/helpers.h
  *
  * Every assertion is safe to call from several threads at once (one mutex orders the output).
  * Helpers for concurrency tests: tap_watchdog(seconds), tap_barrier_*, tap_start_threads,

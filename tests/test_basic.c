@@ -285,16 +285,16 @@ static void test_errors_and_version(void)
 static void test_create_configs(void)
 {
     memo_t *m = NULL;
-    is_int(memo_create(&m, NULL), 0, "memo_create(&m, NULL) succeeds");
+    is_code(memo_create(&m, NULL), 0, "memo_create(&m, NULL) succeeds");
     ok(m != NULL, "... and sets m");
     memo_destroy(m);
 
-    is_int(memo_create(NULL, NULL), MEMO_EINVAL, "memo_create(NULL out) is MEMO_EINVAL");
+    is_code(memo_create(NULL, NULL), MEMO_EINVAL, "memo_create(NULL out) is MEMO_EINVAL");
 
     memo_config_t cfg = MEMO_CONFIG_INIT;
     is_size(cfg.struct_size, sizeof(memo_config_t), "MEMO_CONFIG_INIT sets struct_size");
     m = NULL;
-    is_int(memo_create(&m, &cfg), 0, "memo_create with MEMO_CONFIG_INIT succeeds");
+    is_code(memo_create(&m, &cfg), 0, "memo_create with MEMO_CONFIG_INIT succeeds");
     memo_destroy(m);
 
     static int    sentinel_storage;
@@ -335,7 +335,7 @@ static void test_create_configs(void)
             memset(big.tail, 0x5a, sizeof big.tail);
         m = sentinel;
         int rc = memo_create(&m, &big.c);
-        is_int(rc, MEMO_EINVAL, "memo_create with %s is MEMO_EINVAL", bad[i].what);
+        is_code(rc, MEMO_EINVAL, "memo_create with %s is MEMO_EINVAL", bad[i].what);
         ok(m == sentinel, "... and leaves *out untouched");
         if (rc == 0 && m != sentinel)
             memo_destroy(m);
@@ -351,7 +351,7 @@ static void test_create_configs(void)
         longer.c = (memo_config_t)MEMO_CONFIG_INIT;
         longer.c.struct_size = sizeof(memo_config_t) + 8;
         m = NULL;
-        is_int(memo_create(&m, &longer.c), 0, "memo_create with a longer config whose tail is zero succeeds");
+        is_code(memo_create(&m, &longer.c), 0, "memo_create with a longer config whose tail is zero succeeds");
         ok(m != NULL, "... and sets *out");
         memo_destroy(m);
     }
@@ -377,7 +377,7 @@ static void test_create_configs(void)
         c.flags = good[i].flags;
         c.seed = good[i].seed;
         m = NULL;
-        is_int(memo_create(&m, &c), 0, "memo_create with %s succeeds", good[i].what);
+        is_code(memo_create(&m, &c), 0, "memo_create with %s succeeds", good[i].what);
         if (!m)
             continue;
         /* and the memo works: 300 keys, values right, counts exact */
@@ -446,11 +446,11 @@ static void test_get_lookup_forget(memo_t *m)
     sp.expect_len = sizeof key - 1;
 
     memo_ref_t r = MEMO_REF_INIT;
-    is_int(memo_lookup(m, key, sizeof key - 1, &r), MEMO_ENOENT, "lookup before any get: ENOENT");
+    is_code(memo_lookup(m, key, sizeof key - 1, &r), MEMO_ENOENT, "lookup before any get: ENOENT");
     ok(r.data == NULL && r.len == 0, "... and the ref stays empty");
-    is_int(memo_forget(m, key, sizeof key - 1), MEMO_ENOENT, "forget of an absent key: ENOENT");
+    is_code(memo_forget(m, key, sizeof key - 1), MEMO_ENOENT, "forget of an absent key: ENOENT");
 
-    is_int(memo_get(m, key, sizeof key - 1, fn_spec, &sp, &r), 0, "first memo_get: 0");
+    is_code(memo_get(m, key, sizeof key - 1, fn_spec, &sp, &r), 0, "first memo_get: 0");
     is_int(atomic_load(&sp.calls), 1, "... ran fn once");
     ok(!sp.key_mismatch, "... fn was handed the caller's key bytes and length");
     ok(r.len == 9 && r.data && memcmp(r.data, "forty-two", 9) == 0, "... ref holds the value");
@@ -467,11 +467,11 @@ static void test_get_lookup_forget(memo_t *m)
     is_int(atomic_load(&sp.calls), 1, "... fn not called again");
 
     memo_ref_t r3 = MEMO_REF_INIT;
-    is_int(memo_lookup(m, key, sizeof key - 1, &r3), 0, "memo_lookup finds the value");
+    is_code(memo_lookup(m, key, sizeof key - 1, &r3), 0, "memo_lookup finds the value");
     ok(r3.len == 9 && memcmp(r3.data, "forty-two", 9) == 0, "... with the right bytes");
     memo_release(&r3);
-    is_int(memo_lookup(m, "the answe", 9, &r3), MEMO_ENOENT, "a key's prefix is another key: ENOENT");
-    is_int(memo_lookup(m, "the answer!", 11, &r3), MEMO_ENOENT, "a longer key is another key: ENOENT");
+    is_code(memo_lookup(m, "the answe", 9, &r3), MEMO_ENOENT, "a key's prefix is another key: ENOENT");
+    is_code(memo_lookup(m, "the answer!", 11, &r3), MEMO_ENOENT, "a longer key is another key: ENOENT");
 
     memo_stats_t s = stats_of(m);
     is_u64(s.misses, 1, "stats: 1 miss");
@@ -481,11 +481,11 @@ static void test_get_lookup_forget(memo_t *m)
     is_u64(s.entries, 1, "stats: 1 entry");
     ok(s.bytes > 0, "stats: bytes > 0 (%" PRIu64 ")", s.bytes);
 
-    is_int(memo_forget(m, key, sizeof key - 1), 0, "forget of a stored key: 0");
-    is_int(memo_lookup(m, key, sizeof key - 1, &r3), MEMO_ENOENT, "... lookup then: ENOENT");
-    is_int(memo_forget(m, key, sizeof key - 1), MEMO_ENOENT, "... forget again: ENOENT");
+    is_code(memo_forget(m, key, sizeof key - 1), 0, "forget of a stored key: 0");
+    is_code(memo_lookup(m, key, sizeof key - 1, &r3), MEMO_ENOENT, "... lookup then: ENOENT");
+    is_code(memo_forget(m, key, sizeof key - 1), MEMO_ENOENT, "... forget again: ENOENT");
     is_u64(stats_of(m).entries, 0, "... entries back to 0");
-    is_int(memo_get(m, key, sizeof key - 1, fn_spec, &sp, &r3), 0, "get after forget: 0");
+    is_code(memo_get(m, key, sizeof key - 1, fn_spec, &sp, &r3), 0, "get after forget: 0");
     is_int(atomic_load(&sp.calls), 2, "... ran fn again");
     memo_release(&r3);
 
@@ -495,10 +495,10 @@ static void test_get_lookup_forget(memo_t *m)
     fail.rc = 77;
     fail.expect_key = "fails";
     fail.expect_len = 5;
-    is_int(memo_get(m, "fails", 5, fn_spec, &fail, &r3), 77, "fn that set a value and returned 77: 77");
+    is_code(memo_get(m, "fails", 5, fn_spec, &fail, &r3), 77, "fn that set a value and returned 77: 77");
     ok(r3.data == NULL, "... the ref stays empty");
-    is_int(memo_lookup(m, "fails", 5, &r3), MEMO_ENOENT, "... nothing stored");
-    is_int(memo_get(m, "fails", 5, fn_spec, &fail, &r3), 77, "... the next call runs fn again");
+    is_code(memo_lookup(m, "fails", 5, &r3), MEMO_ENOENT, "... nothing stored");
+    is_code(memo_get(m, "fails", 5, fn_spec, &fail, &r3), 77, "... the next call runs fn again");
     is_int(atomic_load(&fail.calls), 2, "... fn ran twice");
     s = stats_of(m);
     is_u64(s.errors, 2, "stats: 2 errors");
@@ -510,29 +510,29 @@ static void test_values(memo_t *m)
     memo_ref_t r = MEMO_REF_INIT;
 
     /* 0-byte values */
-    is_int(memo_get(m, "nothing", 7, fn_nothing, NULL, &r), 0, "fn storing nothing and returning 0: 0");
+    is_code(memo_get(m, "nothing", 7, fn_nothing, NULL, &r), 0, "fn storing nothing and returning 0: 0");
     is_size(r.len, 0, "... 0-byte value");
     memo_release(&r);
-    is_int(memo_lookup(m, "nothing", 7, &r), 0, "... it is stored (lookup finds it)");
+    is_code(memo_lookup(m, "nothing", 7, &r), 0, "... it is stored (lookup finds it)");
     is_size(r.len, 0, "... with length 0");
     memo_release(&r);
     int setrc = -100;
-    is_int(memo_get(m, "null-zero", 9, fn_set_null_zero, &setrc, &r), 0,
-           "fn calling memo_result_set(out, NULL, 0): 0");
-    is_int(setrc, 0, "... memo_result_set(out, NULL, 0) returned 0");
+    is_code(memo_get(m, "null-zero", 9, fn_set_null_zero, &setrc, &r), 0,
+            "fn calling memo_result_set(out, NULL, 0): 0");
+    is_code(setrc, 0, "... memo_result_set(out, NULL, 0) returned 0");
     is_size(r.len, 0, "... 0-byte value");
     memo_release(&r);
 
     /* set twice: the last wins, whatever the sizes */
-    is_int(memo_get(m, "twice", 5, fn_set_twice, NULL, &r), 0, "memo_result_set twice: 0");
+    is_code(memo_get(m, "twice", 5, fn_set_twice, NULL, &r), 0, "memo_result_set twice: 0");
     ok(r.len == 6 && memcmp(r.data, "second", 6) == 0, "... the second value is stored");
     memo_release(&r);
-    is_int(memo_get(m, "set-alloc", 9, fn_set_then_alloc, NULL, &r), 0, "set then alloc: 0");
+    is_code(memo_get(m, "set-alloc", 9, fn_set_then_alloc, NULL, &r), 0, "set then alloc: 0");
     ok(r.len == 16 && ((const uint32_t *)r.data)[0] == 0xC0DE0000u &&
            ((const uint32_t *)r.data)[3] == 0xC0DE0003u,
        "... the allocated value is stored");
     memo_release(&r);
-    is_int(memo_get(m, "alloc-set", 9, fn_alloc_then_set, NULL, &r), 0, "alloc then set: 0");
+    is_code(memo_get(m, "alloc-set", 9, fn_alloc_then_set, NULL, &r), 0, "alloc then set: 0");
     ok(r.len == 5 && memcmp(r.data, "final", 5) == 0, "... the set value is stored");
     memo_release(&r);
 
@@ -568,9 +568,9 @@ static void test_values(memo_t *m)
 
     /* bad arguments to the result calls */
     result_args_ctx_t c = { 0, 0, (void *)&c };
-    is_int(memo_get(m, "result-args", 11, fn_bad_result_args, &c, &r), 0, "fn making bad result calls: 0");
-    is_int(c.set_null_out, MEMO_EINVAL, "memo_result_set(NULL, ...) is MEMO_EINVAL");
-    is_int(c.set_null_value, MEMO_EINVAL, "memo_result_set(out, NULL, 3) is MEMO_EINVAL");
+    is_code(memo_get(m, "result-args", 11, fn_bad_result_args, &c, &r), 0, "fn making bad result calls: 0");
+    is_code(c.set_null_out, MEMO_EINVAL, "memo_result_set(NULL, ...) is MEMO_EINVAL");
+    is_code(c.set_null_value, MEMO_EINVAL, "memo_result_set(out, NULL, 3) is MEMO_EINVAL");
     ok(c.alloc_null_out == NULL, "memo_result_alloc(NULL, 8) is NULL");
     ok(r.len == 4 && memcmp(r.data, "good", 4) == 0, "... and the good value after them is stored");
     memo_release(&r);
@@ -585,12 +585,12 @@ static void test_set_from_own_room(unsigned flags, const char *label)
     if (test_memo_create(&m, &cfg) != 0)
         bail_out("memo_create");
     memo_ref_t r = MEMO_REF_INIT;
-    is_int(memo_get(m, "start", 5, fn_set_from_own_room, NULL, &r), 0,
-           "%s: memo_result_set from the start of memo_result_alloc's room: 0", label);
+    is_code(memo_get(m, "start", 5, fn_set_from_own_room, NULL, &r), 0,
+            "%s: memo_result_set from the start of memo_result_alloc's room: 0", label);
     ok(is_own_room_value(&r, 0), "... the bytes stored are the room's first 3000");
     memo_release(&r);
-    is_int(memo_get(m, "interior", 8, fn_set_from_own_room, NULL, &r), 0,
-           "%s: memo_result_set from inside memo_result_alloc's room: 0", label);
+    is_code(memo_get(m, "interior", 8, fn_set_from_own_room, NULL, &r), 0,
+            "%s: memo_result_set from inside memo_result_alloc's room: 0", label);
     ok(is_own_room_value(&r, 4096), "... the bytes stored are the room's, from offset 4096");
     memo_release(&r);
     memo_destroy(m);
@@ -600,23 +600,23 @@ static void test_empty_key(memo_t *m)
 {
     memo_ref_t r = MEMO_REF_INIT;
     atomic_store(&echo_calls, 0);
-    is_int(memo_get(m, NULL, 0, fn_echo, NULL, &r), 0, "memo_get with key NULL, len 0: 0");
+    is_code(memo_get(m, NULL, 0, fn_echo, NULL, &r), 0, "memo_get with key NULL, len 0: 0");
     ok(ref_is_echo(&r, NULL, 0), "... value of the empty key");
     memo_release(&r);
-    is_int(memo_get(m, "", 0, fn_echo, NULL, &r), 0, "memo_get with key \"\", len 0: 0");
+    is_code(memo_get(m, "", 0, fn_echo, NULL, &r), 0, "memo_get with key \"\", len 0: 0");
     memo_release(&r);
-    is_int(memo_get(m, "xyz", 0, fn_echo, NULL, &r), 0, "memo_get with key \"xyz\", len 0: 0");
+    is_code(memo_get(m, "xyz", 0, fn_echo, NULL, &r), 0, "memo_get with key \"xyz\", len 0: 0");
     memo_release(&r);
     is_int(atomic_load(&echo_calls), 1, "... all three are the same empty key: fn ran once");
-    is_int(memo_lookup(m, NULL, 0, &r), 0, "memo_lookup(NULL, 0) finds it");
+    is_code(memo_lookup(m, NULL, 0, &r), 0, "memo_lookup(NULL, 0) finds it");
     memo_release(&r);
-    is_int(memo_get(m, "\0", 1, fn_echo, NULL, &r), 0, "key of one NUL byte: 0");
+    is_code(memo_get(m, "\0", 1, fn_echo, NULL, &r), 0, "key of one NUL byte: 0");
     ok(ref_is_echo(&r, "\0", 1), "... is its own key");
     memo_release(&r);
     is_int(atomic_load(&echo_calls), 2, "... fn ran for it");
-    is_int(memo_forget(m, NULL, 0), 0, "memo_forget(NULL, 0): 0");
-    is_int(memo_lookup(m, NULL, 0, &r), MEMO_ENOENT, "... then the empty key is gone");
-    is_int(memo_lookup(m, "\0", 1, &r), 0, "... and the NUL key is still there");
+    is_code(memo_forget(m, NULL, 0), 0, "memo_forget(NULL, 0): 0");
+    is_code(memo_lookup(m, NULL, 0, &r), MEMO_ENOENT, "... then the empty key is gone");
+    is_code(memo_lookup(m, "\0", 1, &r), 0, "... and the NUL key is still there");
     memo_release(&r);
 }
 
@@ -627,25 +627,25 @@ static void test_key_spaces(memo_t *m)
     uint64_t   v = 0;
     atomic_store(&u64_calls, 0);
     atomic_store(&echo_calls, 0);
-    is_int(memo_get_u64(m, k, fn_u64_times3, NULL, &v), 0, "memo_get_u64(7): 0");
+    is_code(memo_get_u64(m, k, fn_u64_times3, NULL, &v), 0, "memo_get_u64(7): 0");
     is_u64(v, 22, "... value 22");
-    is_int(memo_lookup(m, &k, sizeof k, &r), MEMO_ENOENT,
-           "the byte key holding the same 8 bytes is not stored");
-    is_int(memo_get(m, &k, sizeof k, fn_echo, NULL, &r), 0, "memo_get of those 8 bytes: 0");
+    is_code(memo_lookup(m, &k, sizeof k, &r), MEMO_ENOENT,
+            "the byte key holding the same 8 bytes is not stored");
+    is_code(memo_get(m, &k, sizeof k, fn_echo, NULL, &r), 0, "memo_get of those 8 bytes: 0");
     ok(ref_is_echo(&r, &k, sizeof k), "... its own value");
     memo_release(&r);
     is_int(atomic_load(&u64_calls), 1, "u64 fn ran once");
     is_int(atomic_load(&echo_calls), 1, "byte fn ran once");
     v = 0;
-    is_int(memo_lookup_u64(m, 7, &v), 0, "memo_lookup_u64(7): 0");
+    is_code(memo_lookup_u64(m, 7, &v), 0, "memo_lookup_u64(7): 0");
     is_u64(v, 22, "... value 22");
-    is_int(memo_lookup_u64(m, 8, &v), MEMO_ENOENT, "memo_lookup_u64(8): ENOENT");
-    is_int(memo_forget_u64(m, 7), 0, "memo_forget_u64(7): 0");
-    is_int(memo_lookup_u64(m, 7, &v), MEMO_ENOENT, "... u64 key gone");
-    is_int(memo_lookup(m, &k, sizeof k, &r), 0, "... the byte key is still there");
+    is_code(memo_lookup_u64(m, 8, &v), MEMO_ENOENT, "memo_lookup_u64(8): ENOENT");
+    is_code(memo_forget_u64(m, 7), 0, "memo_forget_u64(7): 0");
+    is_code(memo_lookup_u64(m, 7, &v), MEMO_ENOENT, "... u64 key gone");
+    is_code(memo_lookup(m, &k, sizeof k, &r), 0, "... the byte key is still there");
     memo_release(&r);
-    is_int(memo_forget_u64(m, 7), MEMO_ENOENT, "memo_forget_u64 again: ENOENT");
-    is_int(memo_forget(m, &k, sizeof k), 0, "memo_forget of the byte key: 0");
+    is_code(memo_forget_u64(m, 7), MEMO_ENOENT, "memo_forget_u64 again: ENOENT");
+    is_code(memo_forget(m, &k, sizeof k), 0, "memo_forget of the byte key: 0");
 
     /* u64 key extremes */
     const uint64_t keys[] = { 0, 1, UINT64_MAX, UINT64_MAX - 1, 1ull << 63 };
@@ -735,8 +735,8 @@ static void test_stats_and_refs(unsigned flags, const char *label)
     memo_clear(m);
     is_u64(stats_of(m).entries, 0, "%s: memo_clear: entries 0", label);
     memo_ref_t r = MEMO_REF_INIT;
-    is_int(memo_lookup(m, "key-20", 6, &r), MEMO_ENOENT, "%s: memo_clear: key-20 gone", label);
-    is_int(memo_lookup(m, "key-1", 5, &r), MEMO_ENOENT, "%s: memo_clear: held key-1 gone", label);
+    is_code(memo_lookup(m, "key-20", 6, &r), MEMO_ENOENT, "%s: memo_clear: key-20 gone", label);
+    is_code(memo_lookup(m, "key-1", 5, &r), MEMO_ENOENT, "%s: memo_clear: held key-1 gone", label);
 
     /* grow the tables well past their old size while the refs are held */
     for (int i = 0; i < 20000; i++) {
@@ -784,31 +784,31 @@ static void test_bad_arguments(void)
     memo_get_u64(m, 99, fn_u64_times3, NULL, &v);
     memo_stats_t before = stats_of(m);
 
-    is_int(memo_get(NULL, "k", 1, fn_never, &never, &r), MEMO_EINVAL, "memo_get(NULL m)");
-    is_int(memo_get(m, "k", 1, NULL, NULL, &r), MEMO_EINVAL, "memo_get(NULL fn)");
-    is_int(memo_get(m, "keep", 4, NULL, NULL, &r), MEMO_EINVAL, "memo_get(NULL fn) of a stored key");
-    is_int(memo_get(m, "k", 1, fn_never, &never, NULL), MEMO_EINVAL, "memo_get(NULL ref)");
-    is_int(memo_get(m, "keep", 4, fn_never, &never, NULL), MEMO_EINVAL, "memo_get(NULL ref) of a stored key");
-    is_int(memo_get(m, NULL, 5, fn_never, &never, &r), MEMO_EINVAL, "memo_get(NULL key, len 5)");
-    is_int(memo_get_timed(NULL, "k", 1, fn_never, &never, 1000, &r), MEMO_EINVAL, "memo_get_timed(NULL m)");
-    is_int(memo_get_timed(m, "k", 1, NULL, NULL, 1000, &r), MEMO_EINVAL, "memo_get_timed(NULL fn)");
-    is_int(memo_get_timed(m, "k", 1, fn_never, &never, 1000, NULL), MEMO_EINVAL, "memo_get_timed(NULL ref)");
-    is_int(memo_get_timed(m, NULL, 2, fn_never, &never, 1000, &r), MEMO_EINVAL, "memo_get_timed(NULL key, len 2)");
-    is_int(memo_lookup(NULL, "keep", 4, &r), MEMO_EINVAL, "memo_lookup(NULL m)");
-    is_int(memo_lookup(m, "keep", 4, NULL), MEMO_EINVAL, "memo_lookup(NULL ref)");
-    is_int(memo_lookup(m, NULL, 4, &r), MEMO_EINVAL, "memo_lookup(NULL key, len 4)");
-    is_int(memo_forget(NULL, "keep", 4), MEMO_EINVAL, "memo_forget(NULL m)");
-    is_int(memo_forget(m, NULL, 4), MEMO_EINVAL, "memo_forget(NULL key, len 4)");
-    is_int(memo_get_u64(NULL, 1, fn_u64_never, &never, &v), MEMO_EINVAL, "memo_get_u64(NULL m)");
-    is_int(memo_get_u64(m, 1, NULL, NULL, &v), MEMO_EINVAL, "memo_get_u64(NULL fn)");
-    is_int(memo_get_u64(m, 99, NULL, NULL, &v), MEMO_EINVAL, "memo_get_u64(NULL fn) of a stored key");
-    is_int(memo_get_u64(m, 1, fn_u64_never, &never, NULL), MEMO_EINVAL, "memo_get_u64(NULL value)");
-    is_int(memo_get_u64_timed(NULL, 1, fn_u64_never, &never, 1000, &v), MEMO_EINVAL, "memo_get_u64_timed(NULL m)");
-    is_int(memo_get_u64_timed(m, 1, NULL, NULL, 1000, &v), MEMO_EINVAL, "memo_get_u64_timed(NULL fn)");
-    is_int(memo_get_u64_timed(m, 1, fn_u64_never, &never, 1000, NULL), MEMO_EINVAL, "memo_get_u64_timed(NULL value)");
-    is_int(memo_lookup_u64(NULL, 99, &v), MEMO_EINVAL, "memo_lookup_u64(NULL m)");
-    is_int(memo_lookup_u64(m, 99, NULL), MEMO_EINVAL, "memo_lookup_u64(NULL value)");
-    is_int(memo_forget_u64(NULL, 99), MEMO_EINVAL, "memo_forget_u64(NULL m)");
+    is_code(memo_get(NULL, "k", 1, fn_never, &never, &r), MEMO_EINVAL, "memo_get(NULL m)");
+    is_code(memo_get(m, "k", 1, NULL, NULL, &r), MEMO_EINVAL, "memo_get(NULL fn)");
+    is_code(memo_get(m, "keep", 4, NULL, NULL, &r), MEMO_EINVAL, "memo_get(NULL fn) of a stored key");
+    is_code(memo_get(m, "k", 1, fn_never, &never, NULL), MEMO_EINVAL, "memo_get(NULL ref)");
+    is_code(memo_get(m, "keep", 4, fn_never, &never, NULL), MEMO_EINVAL, "memo_get(NULL ref) of a stored key");
+    is_code(memo_get(m, NULL, 5, fn_never, &never, &r), MEMO_EINVAL, "memo_get(NULL key, len 5)");
+    is_code(memo_get_timed(NULL, "k", 1, fn_never, &never, 1000, &r), MEMO_EINVAL, "memo_get_timed(NULL m)");
+    is_code(memo_get_timed(m, "k", 1, NULL, NULL, 1000, &r), MEMO_EINVAL, "memo_get_timed(NULL fn)");
+    is_code(memo_get_timed(m, "k", 1, fn_never, &never, 1000, NULL), MEMO_EINVAL, "memo_get_timed(NULL ref)");
+    is_code(memo_get_timed(m, NULL, 2, fn_never, &never, 1000, &r), MEMO_EINVAL, "memo_get_timed(NULL key, len 2)");
+    is_code(memo_lookup(NULL, "keep", 4, &r), MEMO_EINVAL, "memo_lookup(NULL m)");
+    is_code(memo_lookup(m, "keep", 4, NULL), MEMO_EINVAL, "memo_lookup(NULL ref)");
+    is_code(memo_lookup(m, NULL, 4, &r), MEMO_EINVAL, "memo_lookup(NULL key, len 4)");
+    is_code(memo_forget(NULL, "keep", 4), MEMO_EINVAL, "memo_forget(NULL m)");
+    is_code(memo_forget(m, NULL, 4), MEMO_EINVAL, "memo_forget(NULL key, len 4)");
+    is_code(memo_get_u64(NULL, 1, fn_u64_never, &never, &v), MEMO_EINVAL, "memo_get_u64(NULL m)");
+    is_code(memo_get_u64(m, 1, NULL, NULL, &v), MEMO_EINVAL, "memo_get_u64(NULL fn)");
+    is_code(memo_get_u64(m, 99, NULL, NULL, &v), MEMO_EINVAL, "memo_get_u64(NULL fn) of a stored key");
+    is_code(memo_get_u64(m, 1, fn_u64_never, &never, NULL), MEMO_EINVAL, "memo_get_u64(NULL value)");
+    is_code(memo_get_u64_timed(NULL, 1, fn_u64_never, &never, 1000, &v), MEMO_EINVAL, "memo_get_u64_timed(NULL m)");
+    is_code(memo_get_u64_timed(m, 1, NULL, NULL, 1000, &v), MEMO_EINVAL, "memo_get_u64_timed(NULL fn)");
+    is_code(memo_get_u64_timed(m, 1, fn_u64_never, &never, 1000, NULL), MEMO_EINVAL, "memo_get_u64_timed(NULL value)");
+    is_code(memo_lookup_u64(NULL, 99, &v), MEMO_EINVAL, "memo_lookup_u64(NULL m)");
+    is_code(memo_lookup_u64(m, 99, NULL), MEMO_EINVAL, "memo_lookup_u64(NULL value)");
+    is_code(memo_forget_u64(NULL, 99), MEMO_EINVAL, "memo_forget_u64(NULL m)");
     is_int(atomic_load(&never), 0, "no bad call ran a compute function");
 
     memo_stats_t after = stats_of(m);
@@ -818,8 +818,8 @@ static void test_bad_arguments(void)
     ok(memo_lookup(m, "keep", 4, &r) == 0 && ref_is_echo(&r, "keep", 4), "the byte value survived");
     memo_release(&r);
     ok(memo_lookup_u64(m, 99, &v) == 0 && v == 298, "the u64 value survived");
-    is_int(memo_lookup(m, "k", 1, &r), MEMO_ENOENT, "no bad call stored key k");
-    is_int(memo_lookup_u64(m, 1, &v), MEMO_ENOENT, "no bad call stored u64 key 1");
+    is_code(memo_lookup(m, "k", 1, &r), MEMO_ENOENT, "no bad call stored key k");
+    is_code(memo_lookup_u64(m, 1, &v), MEMO_ENOENT, "no bad call stored u64 key 1");
     memo_destroy(m);
 }
 
@@ -857,14 +857,14 @@ static void test_nested_calls(void)
     memo_get(b, "gone", 4, fn_echo, NULL, &r);
     memo_release(&r);
     nested_ctx_t c = { b, -100, -100, -100, -100, false };
-    is_int(memo_get(a, "outer", 5, fn_nested, &c, &r), 0, "fn calling memo on another memo while a ref is held: 0");
+    is_code(memo_get(a, "outer", 5, fn_nested, &c, &r), 0, "fn calling memo on another memo while a ref is held: 0");
     ok(r.len == 5 && memcmp(r.data, "outer", 5) == 0, "... outer value");
     memo_release(&r);
-    is_int(c.lookup_rc, 0, "... memo_lookup inside fn: 0");
-    is_int(c.get_rc, 0, "... memo_get inside fn: 0");
+    is_code(c.lookup_rc, 0, "... memo_lookup inside fn: 0");
+    is_code(c.get_rc, 0, "... memo_get inside fn: 0");
     ok(c.value_ok, "... with the right value");
-    is_int(c.forget_rc, 0, "... memo_forget inside fn: 0");
-    is_int(c.create_rc, 0, "... memo_create inside fn: 0");
+    is_code(c.forget_rc, 0, "... memo_forget inside fn: 0");
+    is_code(c.create_rc, 0, "... memo_create inside fn: 0");
     ok(ref_is_echo(&held, "held", 4), "the ref held across it all is intact");
     memo_release(&held);
     memo_destroy(a);

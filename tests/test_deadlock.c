@@ -85,14 +85,14 @@ static void test_self(bool bytes, bool timed)
     int rc = bytes ? memo_get(c.m, "self", 4, self_fn_bytes, &c, &r)
                    : memo_get_u64(c.m, 77, self_fn_u64, &c, &v);
     uint64_t ms = (tap_now_ns() - t0) / 1000000;
-    is_int(c.inner_rc, MEMO_EDEADLK, "%s: the inner call for the same key is MEMO_EDEADLK", label);
-    is_int(rc, MEMO_EDEADLK, "%s: fn returned it, the outer call gets it too", label);
+    is_code(c.inner_rc, MEMO_EDEADLK, "%s: the inner call for the same key is MEMO_EDEADLK", label);
+    is_code(rc, MEMO_EDEADLK, "%s: fn returned it, the outer call gets it too", label);
     is_int(atomic_load(&c.calls), 1, "%s: fn ran once", label);
     cmp_u64(ms, <, 1000, "%s: promptly (ms)", label);
     rc = bytes ? memo_lookup(c.m, "self", 4, &r) : memo_lookup_u64(c.m, 77, &v);
-    is_int(rc, MEMO_ENOENT, "%s: nothing stored", label);
+    is_code(rc, MEMO_ENOENT, "%s: nothing stored", label);
     rc = bytes ? memo_get(c.m, "self", 4, plain_bytes, NULL, &r) : memo_get_u64(c.m, 77, plain_u64, NULL, &v);
-    is_int(rc, 0, "%s: the key computes normally afterwards", label);
+    is_code(rc, 0, "%s: the key computes normally afterwards", label);
     memo_release(&r);
     memo_destroy(c.m);
 }
@@ -125,10 +125,10 @@ static void test_indirect_self(void)
     test_memo_create(&c.m, NULL);
     uint64_t v = 0;
     int      rc = memo_get_u64(c.m, 1, ab_fn, &c, &v);
-    is_int(c.inner_a_rc, MEMO_EDEADLK, "a -> b -> a in one thread: the inner call for a is MEMO_EDEADLK");
-    is_int(rc, 0, "... b fell back to a value, so a succeeds");
+    is_code(c.inner_a_rc, MEMO_EDEADLK, "a -> b -> a in one thread: the inner call for a is MEMO_EDEADLK");
+    is_code(rc, 0, "... b fell back to a value, so a succeeds");
     is_u64(v, 101, "... a == b + 1");
-    is_int(memo_lookup_u64(c.m, 2, &v), 0, "... b is stored");
+    is_code(memo_lookup_u64(c.m, 2, &v), 0, "... b is stored");
     is_u64(v, 100, "... b == 100");
     is_int(c.b_calls, 1, "... b computed once");
     memo_destroy(c.m);
@@ -156,7 +156,7 @@ static void test_fib(void)
     memo_t *m = NULL;
     test_memo_create(&m, NULL);
     uint64_t v = 0;
-    is_int(memo_get_u64(m, 90, fib_fn, m, &v), 0, "fib(90) by memo_get_u64 recursion: 0");
+    is_code(memo_get_u64(m, 90, fib_fn, m, &v), 0, "fib(90) by memo_get_u64 recursion: 0");
     is_u64(v, 2880067194370816120ull, "fib(90) == 2880067194370816120");
     memo_stats_t s;
     memo_stats(m, &s);

@@ -24,6 +24,10 @@
 
 #include <memo.h>
 
+/* Each decorator defines two functions with external linkage: they are declared first, as a
+ * header would declare them (-Wmissing-prototypes). */
+uint64_t binom(uint32_t n, uint32_t k);
+memo_t  *binom_memo(void);
 static atomic_uint binom_calls;
 
 MEMO_DEFINE(uint64_t, binom, (uint32_t, n), (uint32_t, k))
@@ -41,6 +45,8 @@ struct res {
     char   tag; /* 7 bytes of padding follow */
 };
 static atomic_uint mix_calls;
+struct res mix(struct pt p, double d, const char *s, uint16_t w);
+memo_t    *mix_memo(void);
 
 MEMO_DEFINE(struct res, mix, (struct pt, p), (double, d), (const char *, s), (uint16_t, w))
 {
@@ -53,12 +59,17 @@ MEMO_DEFINE(struct res, mix, (struct pt, p), (double, d), (const char *, s), (ui
 }
 
 static atomic_uint neg_calls;
+double  neg(double x);
+memo_t *neg_memo(void);
 
 MEMO_DEFINE(double, neg, (double, x))
 {
     atomic_fetch_add(&neg_calls, 1);
     return -x;
 }
+
+int8_t  narrow(int8_t a, uint16_t b, int32_t c);
+memo_t *narrow_memo(void);
 
 MEMO_DEFINE(int8_t, narrow, (int8_t, a), (uint16_t, b), (int32_t, c))
 {
@@ -67,6 +78,8 @@ MEMO_DEFINE(int8_t, narrow, (int8_t, a), (uint16_t, b), (int32_t, c))
 
 /* lru_cache(maxsize=4): the byte path (a 12-byte key). */
 static atomic_uint price_calls;
+double  price(int32_t item, double qty);
+memo_t *price_memo(void);
 
 MEMO_DEFINE_BOUNDED(double, price, 4, (int32_t, item), (double, qty))
 {
@@ -76,6 +89,8 @@ MEMO_DEFINE_BOUNDED(double, price, 4, (int32_t, item), (double, qty))
 
 /* The u64 path, bounded to one value, and a config through MEMO_DEFINE_U64_CONFIG. */
 static atomic_uint last_calls;
+uint32_t last(uint32_t x);
+memo_t  *last_memo(void);
 
 MEMO_DEFINE_BOUNDED(uint32_t, last, 1, (uint32_t, x))
 {
@@ -84,6 +99,8 @@ MEMO_DEFINE_BOUNDED(uint32_t, last, 1, (uint32_t, x))
 }
 
 static atomic_uint sq_calls;
+uint64_t sq(uint64_t n);
+memo_t  *sq_memo(void);
 
 MEMO_DEFINE_U64_CONFIG(sq, n, .max_entries = 3, .failure_ttl_ns = 0)
 {
@@ -154,12 +171,16 @@ int main(void)
     is_int(r1.x == 3 + 25 + 7 && r1.tag == 'z', 1, "mix(): a struct result with padding comes back whole");
     struct res r2 = mix(p2, 2.5, label, 7);
     is_int(r2.x == r1.x && r2.tag == r1.tag, 1, "the same arguments with other padding in the struct argument");
-    is_u64(atomic_load(&mix_calls), 2, "... are another key (a struct argument is keyed by its bytes, padding included)");
+    /* A struct argument's own padding is whatever the compiler copies when it is passed by value
+     * and assigned (gcc copies it, clang may not): either one key or two, never a wrong value. */
+    ok(atomic_load(&mix_calls) == 1 || atomic_load(&mix_calls) == 2,
+       "... are one key or two, as the compiler copies the padding (%u computations)", atomic_load(&mix_calls));
+    unsigned mix_before = atomic_load(&mix_calls);
     (void)mix(p1, 2.5, label, 7);
-    is_u64(atomic_load(&mix_calls), 2, "the same arguments again: a hit");
+    is_u64(atomic_load(&mix_calls), mix_before, "the same arguments again: a hit");
     static const char other[] = "zeta";
     (void)mix(p1, 2.5, other, 7);
-    is_u64(atomic_load(&mix_calls), 3, "a pointer argument is keyed by its address, not what it points to");
+    is_u64(atomic_load(&mix_calls), mix_before + 1, "a pointer argument is keyed by its address, not what it points to");
 
     /* One double: the u64 path; bitwise keys. */
     double a = neg(0.0), b = neg(-0.0);

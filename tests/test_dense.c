@@ -84,15 +84,15 @@ static void test_create(void)
         uint64_t one = 1;
         memcpy((char *)&c + settings[i].offset, &one, sizeof one);
         memo_t *m = NULL;
-        is_int(memo_create(&m, &c), MEMO_EINVAL, "dense_keys with %s is MEMO_EINVAL", settings[i].what);
+        is_code(memo_create(&m, &c), MEMO_EINVAL, "dense_keys with %s is MEMO_EINVAL", settings[i].what);
         ok(m == NULL, "... and *out is not set");
     }
     memo_config_t c = MEMO_CONFIG_INIT;
     c.dense_keys = ((uint64_t)1 << 40) + 1;
     memo_t *m = NULL;
-    is_int(memo_create(&m, &c), MEMO_ENOMEM, "dense_keys past 2^40 is MEMO_ENOMEM (cannot be reserved)");
+    is_code(memo_create(&m, &c), MEMO_ENOMEM, "dense_keys past 2^40 is MEMO_ENOMEM (cannot be reserved)");
     c.dense_keys = UINT64_MAX;
-    is_int(memo_create(&m, &c), MEMO_ENOMEM, "dense_keys UINT64_MAX is MEMO_ENOMEM");
+    is_code(memo_create(&m, &c), MEMO_ENOMEM, "dense_keys UINT64_MAX is MEMO_ENOMEM");
 
     /* 2^34 keys: 256 GiB of address space, nothing committed but the bitmap (2^22 chunks). */
     uint64_t n = (uint64_t)1 << 34;
@@ -104,9 +104,9 @@ static void test_create(void)
         return;
     }
 #endif
-    is_int(rc, 0, "dense_keys 2^34 reserves 256 GiB of address space");
+    is_code(rc, 0, "dense_keys 2^34 reserves 256 GiB of address space");
     uint64_t v = 0;
-    is_int(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "its last key computes");
+    is_code(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "its last key computes");
     memo_stats_t s = stats_of(m);
     cmp_u64(s.bytes, <, (uint64_t)4 << 20, "memo_stats.bytes counts the bitmap and one chunk, not the reservation");
     memo_destroy(m);
@@ -118,26 +118,26 @@ static void test_boundary(void)
     memo_t *m = dense_memo(n);
     uint64_t v = 0;
     atomic_store(&calls, 0);
-    is_int(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "key N-1 (dense) computes");
+    is_code(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "key N-1 (dense) computes");
     is_u64(v, f_of(n - 1), "... its value");
-    is_int(memo_get_u64(m, n, f_fn, NULL, &v), 0, "key N (hashed) computes");
+    is_code(memo_get_u64(m, n, f_fn, NULL, &v), 0, "key N (hashed) computes");
     is_u64(v, f_of(n), "... its value");
-    is_int(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "key N-1 again");
-    is_int(memo_get_u64(m, n, f_fn, NULL, &v), 0, "key N again");
+    is_code(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "key N-1 again");
+    is_code(memo_get_u64(m, n, f_fn, NULL, &v), 0, "key N again");
     is_u64(atomic_load(&calls), 2, "each computed once");
     memo_stats_t s = stats_of(m);
     is_u64(s.entries, 2, "entries: one dense, one hashed");
     is_u64(s.hits, 2, "hits: 2");
     is_u64(s.misses, 2, "misses: 2");
-    is_int(memo_lookup_u64(m, n - 1, &v), 0, "lookup of key N-1 finds it");
-    is_int(memo_forget_u64(m, n - 1), 0, "forget of key N-1 removes it");
-    is_int(memo_forget_u64(m, n - 1), MEMO_ENOENT, "... and then finds nothing");
-    is_int(memo_lookup_u64(m, n - 1, &v), MEMO_ENOENT, "lookup after forget: MEMO_ENOENT");
-    is_int(memo_lookup_u64(m, 7, &v), MEMO_ENOENT, "lookup of a key never computed: MEMO_ENOENT");
-    is_int(memo_forget_u64(m, 7), MEMO_ENOENT, "forget of a key never computed: MEMO_ENOENT");
+    is_code(memo_lookup_u64(m, n - 1, &v), 0, "lookup of key N-1 finds it");
+    is_code(memo_forget_u64(m, n - 1), 0, "forget of key N-1 removes it");
+    is_code(memo_forget_u64(m, n - 1), MEMO_ENOENT, "... and then finds nothing");
+    is_code(memo_lookup_u64(m, n - 1, &v), MEMO_ENOENT, "lookup after forget: MEMO_ENOENT");
+    is_code(memo_lookup_u64(m, 7, &v), MEMO_ENOENT, "lookup of a key never computed: MEMO_ENOENT");
+    is_code(memo_forget_u64(m, 7), MEMO_ENOENT, "forget of a key never computed: MEMO_ENOENT");
     s = stats_of(m);
     is_u64(s.entries, 1, "entries after the forget: 1");
-    is_int(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "key N-1 computes again after its forget");
+    is_code(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "key N-1 computes again after its forget");
     is_u64(atomic_load(&calls), 3, "... running fn once more");
     memo_destroy(m);
 }
@@ -149,11 +149,11 @@ static void test_bytes_and_clear(void)
     memo_t *m = dense_memo(n);
     uint64_t v = 0;
     memo_stats_t s0 = stats_of(m);
-    is_int(memo_get_u64(m, 0, f_fn, NULL, &v), 0, "key 0");
+    is_code(memo_get_u64(m, 0, f_fn, NULL, &v), 0, "key 0");
     cmp_u64(stats_of(m).bytes - s0.bytes - CHUNK_BYTES, <=, MARKERS_KEPT_MAX, "the first key commits one 64 KiB chunk");
-    is_int(memo_get_u64(m, CHUNK_KEYS - 1, f_fn, NULL, &v), 0, "the chunk's last key");
+    is_code(memo_get_u64(m, CHUNK_KEYS - 1, f_fn, NULL, &v), 0, "the chunk's last key");
     cmp_u64(stats_of(m).bytes - s0.bytes - CHUNK_BYTES, <=, MARKERS_KEPT_MAX, "... commits nothing more");
-    is_int(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "the last key (a chunk of 100 keys)");
+    is_code(memo_get_u64(m, n - 1, f_fn, NULL, &v), 0, "the last key (a chunk of 100 keys)");
     cmp_u64(stats_of(m).bytes - s0.bytes - (CHUNK_BYTES + 100 * 16), <=, MARKERS_KEPT_MAX, "... commits its 1600 bytes");
     long rss0 = test_resident_kib();
     for (uint64_t k = 0; k < n; k++)
@@ -176,10 +176,10 @@ static void test_bytes_and_clear(void)
         cmp_u64((uint64_t)(rss1 - rss2), >=, 60 * 1024, "memo_clear gave it back to the system (KiB)");
     }
     atomic_store(&calls, 0);
-    is_int(memo_get_u64(m, 12345, f_fn, NULL, &v), 0, "a key after the clear");
+    is_code(memo_get_u64(m, 12345, f_fn, NULL, &v), 0, "a key after the clear");
     is_u64(v, f_of(12345), "... has its value");
     is_u64(atomic_load(&calls), 1, "... computed afresh");
-    is_int(memo_lookup_u64(m, 12346, &v), MEMO_ENOENT, "its neighbour is gone");
+    is_code(memo_lookup_u64(m, 12346, &v), MEMO_ENOENT, "its neighbour is gone");
     memo_destroy(m);
 }
 

@@ -27,6 +27,14 @@ struct cxx_pair {
     double   x;
     uint16_t y;
 };
+/* The decorators' functions have external linkage: declared first (-Wmissing-declarations). */
+cxx_pair cxx_split(uint32_t a, double b, uint8_t c);
+memo_t  *cxx_split_memo();
+uint64_t cxx_tri(uint32_t n);
+memo_t  *cxx_tri_memo();
+uint64_t cxx_fib(uint64_t n);
+memo_t  *cxx_fib_memo();
+
 MEMO_DEFINE(cxx_pair, cxx_split, (uint32_t, a), (double, b), (uint8_t, c))
 {
     cxx_pair p = { b * 2, static_cast<uint16_t>(a + c) };
@@ -242,13 +250,13 @@ void test_header_in_cxx()
     is_size(cfg.struct_size, sizeof(memo_config_t), "C++: MEMO_CONFIG_INIT sets struct_size");
     cfg.shards = 4;
     memo_t *m = nullptr;
-    is_int(test_memo_create(&m, &cfg), 0, "C++: memo_create with MEMO_CONFIG_INIT");
+    is_code(test_memo_create(&m, &cfg), 0, "C++: memo_create with MEMO_CONFIG_INIT");
     memo_ref_t r = MEMO_REF_INIT;
     ok(r.data == nullptr && r.len == 0, "C++: MEMO_REF_INIT is empty");
     ctx_t c;
     c.m = m;
     uint64_t v = 0;
-    is_int(get(&c, true, 3, false, &v), 0, "C++: memo_get");
+    is_code(get(&c, true, 3, false, &v), 0, "C++: memo_get");
     is_u64(v, good_value(3), "C++: value");
     memo_destroy(m);
 

@@ -55,7 +55,7 @@ static memo_t *new_memo(uint64_t ttl, uint64_t refresh, uint64_t failure_ttl, co
     test_removals_init(&LOG, false);
     memo_t *m = NULL;
     int     rc = memo_create(&m, &cfg);
-    if (!is_int(rc, 0, "%s: memo_create accepts the config (%s)", what, memo_err_name(rc))) {
+    if (!is_code(rc, 0, "%s: memo_create accepts the config (%s)", what, memo_err_name(rc))) {
         test_removals_free(&LOG);
         return NULL;
     }
@@ -186,7 +186,7 @@ static void test_ttl(bool bytes)
     ok(lookup(m, bytes, 1, &v) == 0 && v == 1001, "%s: s + 999: lookup finds it", what);
     is_u64(atomic_load(&G.calls), 1, "%s: ... fn not run", what);
     at(1000);
-    is_int(lookup(m, bytes, 1, &v), MEMO_ENOENT, "%s: s + ttl: lookup gives MEMO_ENOENT", what);
+    is_code(lookup(m, bytes, 1, &v), MEMO_ENOENT, "%s: s + ttl: lookup gives MEMO_ENOENT", what);
     ok(get(m, bytes, 1, &v) == 0 && v == 1002, "%s: s + ttl: get computes a new value", what);
     ok(lookup(m, bytes, 1, &v) == 0 && v == 1002, "%s: ... which lookup finds", what);
     memo_stats_t s = test_stats(m);
@@ -301,7 +301,7 @@ static void test_no_clock_reads(void)
         reset_gen();
         memo_t *m = NULL;
         int     rc = memo_create(&m, &cfg);
-        if (!is_int(rc, 0, "%s: memo_create accepts the config (%s)", what, memo_err_name(rc))) {
+        if (!is_code(rc, 0, "%s: memo_create accepts the config (%s)", what, memo_err_name(rc))) {
             test_removals_free(&LOG);
             continue;
         }
@@ -386,7 +386,7 @@ static void *nostore_thread(void *arg)
 static void test_result_ttl(void)
 {
     const char *what = "memo_result_ttl, memo ttl 1000";
-    is_int(memo_result_ttl(NULL, 5), MEMO_EINVAL, "memo_result_ttl(NULL, 5) is MEMO_EINVAL");
+    is_code(memo_result_ttl(NULL, 5), MEMO_EINVAL, "memo_result_ttl(NULL, 5) is MEMO_EINVAL");
     reset_gen();
     memo_t *m = new_memo(1000, 0, 0, what);
     if (!m)
@@ -403,7 +403,7 @@ static void test_result_ttl(void)
         memo_release(&r);
     }
     is_int(bad, 0, "%s: each caller gets its value", what);
-    is_int(atomic_load(&G.ttl_rc), 0, "%s: memo_result_ttl inside fn returns 0", what);
+    is_code(atomic_load(&G.ttl_rc), 0, "%s: memo_result_ttl inside fn returns 0", what);
     ok(!has(m, "nostore") && test_stats(m).entries == 4, "%s: ttl 0: returned, not stored (entries 4)", what);
     memo_ref_t r = MEMO_REF_INIT;
     memo_get(m, "nostore", 7, ttl_fn, NULL, &r);
@@ -554,14 +554,14 @@ static void test_failing_refresh(bool bytes)
     get(m, bytes, 4, &v);
     at(1000);
     atomic_store(&G.fail_code, 7);
-    is_int(get(m, bytes, 4, &v), 7, "%s: the refreshing call gets fn's code", what);
+    is_code(get(m, bytes, 4, &v), 7, "%s: the refreshing call gets fn's code", what);
     ok(lookup(m, bytes, 4, &v) == 0 && v == 4001, "%s: the old value stays", what);
-    is_int(get(m, bytes, 4, &v), 7, "%s: a later call tries again", what);
+    is_code(get(m, bytes, 4, &v), 7, "%s: a later call tries again", what);
     is_u64(atomic_load(&G.calls), 3, "%s: ... running fn", what);
     at(9999);
     ok(lookup(m, bytes, 4, &v) == 0 && v == 4001, "%s: at 9999 the old value is still there", what);
     at(10000);
-    is_int(lookup(m, bytes, 4, &v), MEMO_ENOENT, "%s: at 10000 (its ttl) it is gone", what);
+    is_code(lookup(m, bytes, 4, &v), MEMO_ENOENT, "%s: at 10000 (its ttl) it is gone", what);
     atomic_store(&G.fail_code, 0);
     ok(get(m, bytes, 4, &v) == 0 && v == 4004, "%s: then computed afresh", what);
     memo_stats_t s = test_stats(m);
@@ -590,21 +590,21 @@ static void test_failure_ttl(bool bytes)
         return;
     uint64_t v;
     atomic_store(&G.fail_code, 42);
-    is_int(get(m, bytes, 9, &v), 42, "%s: fn fails with 42", what);
-    is_int(get(m, bytes, 9, &v), 42, "%s: the next call gets 42", what);
+    is_code(get(m, bytes, 9, &v), 42, "%s: fn fails with 42", what);
+    is_code(get(m, bytes, 9, &v), 42, "%s: the next call gets 42", what);
     at(499);
-    is_int(get(m, bytes, 9, &v), 42, "%s: and at 499", what);
+    is_code(get(m, bytes, 9, &v), 42, "%s: and at 499", what);
     is_u64(atomic_load(&G.calls), 1, "%s: ... without running fn", what);
-    is_int(lookup(m, bytes, 9, &v), MEMO_ENOENT, "%s: lookup does not see a stored failure", what);
+    is_code(lookup(m, bytes, 9, &v), MEMO_ENOENT, "%s: lookup does not see a stored failure", what);
     memo_stats_t s = test_stats(m);
     ok(s.hits == 2 && s.misses == 1 && s.errors == 1, "%s: hits 2, misses 1, errors 1 (got %" PRIu64 ", %" PRIu64 ", %" PRIu64 ")",
        what, s.hits, s.misses, s.errors);
     at(500);
-    is_int(get(m, bytes, 9, &v), 42, "%s: at 500 it expired: fn runs again", what);
+    is_code(get(m, bytes, 9, &v), 42, "%s: at 500 it expired: fn runs again", what);
     is_u64(atomic_load(&G.calls), 2, "%s: ... once", what);
     /* API.md: memo_forget returns "0, or MEMO_ENOENT if nothing was there", and says of a stored
      * failure "memo_forget removes it": it was there and is removed, so 0. */
-    is_int(forget_key(m, bytes, 9), 0, "%s: forget of a stored failure returns 0", what);
+    is_code(forget_key(m, bytes, 9), 0, "%s: forget of a stored failure returns 0", what);
     atomic_store(&G.fail_code, 0);
     ok(get(m, bytes, 9, &v) == 0 && v == 9003, "%s: ... and the next call runs fn", what);
     ok(get(m, bytes, 9, &v) == 0 && v == 9003 && atomic_load(&G.calls) == 3, "%s: ... whose value is stored", what);
@@ -651,7 +651,7 @@ static void test_no_pileup(void)
     cmp_u64(peak, <=, 5000, "%s: at most 10 live at once; entries peak <= 5000", what);
     cmp_u64(s.bytes, <=, 4 * early_bytes + (64 << 10), "%s: bytes stay near what they were after 5000 keys (%" PRIu64 ")",
             what, early_bytes);
-    is_int(lookup(m, false, 5, &v), MEMO_ENOENT, "%s: an old key is gone", what);
+    is_code(lookup(m, false, 5, &v), MEMO_ENOENT, "%s: an old key is gone", what);
     memo_destroy(m);
     ok(test_removals_count(&LOG, MEMO_REMOVED_EXPIRED) == s.evictions && atomic_load(&LOG.total) == s.misses,
        "%s: each value reported once; the expired ones (%" PRIu64 ") as MEMO_REMOVED_EXPIRED", what, s.evictions);

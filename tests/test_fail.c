@@ -178,7 +178,7 @@ static void run(bool bytes, int base_code)
     memo_ref_t r = MEMO_REF_INIT;
     int rc = bytes ? memo_get(c->m, &key, sizeof key, fail_fn_bytes, c, &r)
                    : memo_get_u64(c->m, key, fail_fn_u64, c, &v);
-    is_int(rc, 0, "%s: the next call after the failures succeeds", label);
+    is_code(rc, 0, "%s: the next call after the failures succeeds", label);
     is_int(atomic_load(&c->computations), 1, "%s: ... by running fn again", label);
     if (bytes)
         ok(r.len == sizeof key && memcmp(r.data, &key, sizeof key) == 0, "%s: ... value stored", label);
@@ -186,7 +186,7 @@ static void run(bool bytes, int base_code)
         is_u64(v, 1000, "%s: ... value stored", label);
     memo_release(&r);
     rc = bytes ? memo_lookup(c->m, &key, sizeof key, &r) : memo_lookup_u64(c->m, key, &v);
-    is_int(rc, 0, "%s: ... and lookup finds it", label);
+    is_code(rc, 0, "%s: ... and lookup finds it", label);
     memo_release(&r);
 
     tap_barrier_destroy(&c->start);

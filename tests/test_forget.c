@@ -176,7 +176,7 @@ static void test_removal_during_flight(bool bytes, removal_t how, bool new_call)
     } else
         memo_clear(f->m);
     uint64_t v = 0;
-    is_int(flight_lookup(f, &v), MEMO_ENOENT, "%s: lookup right after: ENOENT", label);
+    is_code(flight_lookup(f, &v), MEMO_ENOENT, "%s: lookup right after: ENOENT", label);
 
     if (new_call) {
         uint64_t t0 = tap_now_ns();
@@ -188,11 +188,11 @@ static void test_removal_during_flight(bool bytes, removal_t how, bool new_call)
             diag("%s: the new call waits on the computation that began before the forget", label);
         ok(!atomic_load(&f->gate_open), "%s: ... (A was still blocked then)", label);
         if (done) {
-            is_int(f->n_rc, 0, "%s: the new call: 0", label);
+            is_code(f->n_rc, 0, "%s: the new call: 0", label);
             is_u64(f->n_val, VAL_N, "%s: ... with its own fn's value", label);
             is_int(atomic_load(&f->n_calls), 1, "%s: ... its fn ran once", label);
             v = 0;
-            is_int(flight_lookup(f, &v), 0, "%s: lookup while A is blocked finds the new value", label);
+            is_code(flight_lookup(f, &v), 0, "%s: lookup while A is blocked finds the new value", label);
             is_u64(v, VAL_N, "%s: ... VAL_N", label);
         } else {
             skip(5, "the new call did not return");
@@ -204,18 +204,18 @@ static void test_removal_during_flight(bool bytes, removal_t how, bool new_call)
     pthread_join(w, NULL);
     if (new_call)
         pthread_join(n, NULL);
-    is_int(f->a_rc, 0, "%s: A's caller: 0", label);
+    is_code(f->a_rc, 0, "%s: A's caller: 0", label);
     is_u64(f->a_val, VAL_A, "%s: A's caller gets A's value", label);
-    is_int(f->w_rc, 0, "%s: A's waiter W: 0", label);
+    is_code(f->w_rc, 0, "%s: A's waiter W: 0", label);
     is_u64(f->w_val, VAL_A, "%s: W gets A's value", label);
     is_int(atomic_load(&f->w_calls), 0, "%s: W never ran its fn", label);
     v = 0;
     int rc = flight_lookup(f, &v);
     if (new_call) {
-        is_int(rc, 0, "%s: afterwards lookup finds a value", label);
+        is_code(rc, 0, "%s: afterwards lookup finds a value", label);
         is_u64(v, VAL_N, "%s: ... the new call's, not A's", label);
     } else {
-        is_int(rc, MEMO_ENOENT, "%s: afterwards A's value is not stored (ENOENT)", label);
+        is_code(rc, MEMO_ENOENT, "%s: afterwards A's value is not stored (ENOENT)", label);
     }
     memo_stats_t s;
     memo_stats(f->m, &s);
@@ -416,12 +416,12 @@ static void test_forget_then_owner_frees(void)
     pthread_join(a, NULL); /* A's exit frees the detached marker (no section is open then) */
     atomic_store_explicit(&DF.b_may_exit, 1, memory_order_relaxed);
     pthread_join(b, NULL);
-    is_int(DF.a_rc, 0, "forget then owner frees: the owner's get succeeds");
+    is_code(DF.a_rc, 0, "forget then owner frees: the owner's get succeeds");
     is_u64(DF.a_val, DF_VAL, "forget then owner frees: the owner gets its value");
     uint64_t v = 0;
-    is_int(memo_lookup_u64(DF.m, DF_KEY, &v), MEMO_ENOENT, "forget then owner frees: nothing stored");
+    is_code(memo_lookup_u64(DF.m, DF_KEY, &v), MEMO_ENOENT, "forget then owner frees: nothing stored");
     memo_destroy(DF.m);
-    is_int(DF.b_rc, MEMO_ENOENT, "forget then owner frees: forget of the key in flight is ENOENT");
+    is_code(DF.b_rc, MEMO_ENOENT, "forget then owner frees: forget of the key in flight is ENOENT");
 }
 
 static void test_churn(void)
@@ -614,8 +614,8 @@ int main(void)
     }
     memo_t *m = NULL;
     test_memo_create(&m, NULL);
-    is_int(memo_forget(m, "absent", 6), MEMO_ENOENT, "forget of an absent byte key: ENOENT");
-    is_int(memo_forget_u64(m, 12345), MEMO_ENOENT, "forget of an absent u64 key: ENOENT");
+    is_code(memo_forget(m, "absent", 6), MEMO_ENOENT, "forget of an absent byte key: ENOENT");
+    is_code(memo_forget_u64(m, 12345), MEMO_ENOENT, "forget of an absent u64 key: ENOENT");
     memo_destroy(m);
     test_forget_then_owner_frees();
     test_churn();

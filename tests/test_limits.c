@@ -124,7 +124,10 @@ static void test_threads_by_memos(void)
 
 /* ---- many decorated functions ---- */
 
-#define DEFINE_TIMES(n) \
+/* Each declared first (-Wmissing-prototypes): MEMO_DEFINE_U64's functions have external linkage. */
+#define DEFINE_TIMES(n)                                  \
+    uint64_t times##n(uint64_t x);                       \
+    memo_t  *times##n##_memo(void);                      \
     MEMO_DEFINE_U64(times##n, x) { return x * n; }
 #define TEN(d) DEFINE_TIMES(d##0) DEFINE_TIMES(d##1) DEFINE_TIMES(d##2) DEFINE_TIMES(d##3) \
     DEFINE_TIMES(d##4) DEFINE_TIMES(d##5) DEFINE_TIMES(d##6) DEFINE_TIMES(d##7) DEFINE_TIMES(d##8) DEFINE_TIMES(d##9)

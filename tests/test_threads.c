@@ -27,6 +27,9 @@
 
 #include <memo.h>
 
+uint64_t fib(uint64_t n); /* MEMO_DEFINE_U64's two functions, declared first */
+memo_t  *fib_memo(void);
+
 MEMO_DEFINE_U64(fib, n)
 {
     return n < 2 ? n : fib(n - 1) + fib(n - 2);

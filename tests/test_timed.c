@@ -133,23 +133,23 @@ static void test_timeout(bool bytes)
     pthread_t   owner = start_owner(bytes, 300);
     uint64_t    v = 0, ms = 0;
     int         rc = timed_call(bytes, 20000000, &v, &ms);
-    is_int(rc, MEMO_ETIMEDOUT, "%s: 20 ms timeout on a 300 ms computation: MEMO_ETIMEDOUT", label);
+    is_code(rc, MEMO_ETIMEDOUT, "%s: 20 ms timeout on a 300 ms computation: MEMO_ETIMEDOUT", label);
     cmp_u64(ms, <, 250, "%s: ... returned within 250 ms (ms)", label);
     cmp_u64(ms, >=, 15, "%s: ... after waiting about the timeout (ms)", label);
     is_int(atomic_load(&S.other_calls), 0, "%s: ... and did not run its own fn", label);
 
     rc = timed_call(bytes, 0, &v, &ms);
-    is_int(rc, MEMO_ETIMEDOUT, "%s: timeout 0 with a computation in flight: MEMO_ETIMEDOUT", label);
+    is_code(rc, MEMO_ETIMEDOUT, "%s: timeout 0 with a computation in flight: MEMO_ETIMEDOUT", label);
     cmp_u64(ms, <, 100, "%s: ... at once (ms)", label);
 
     pthread_join(owner, NULL);
-    is_int(bytes ? S.owner_rc_bytes : S.owner_rc, 0,
-           "%s: the computation that was waited on went on and returned 0", label);
+    is_code(bytes ? S.owner_rc_bytes : S.owner_rc, 0,
+            "%s: the computation that was waited on went on and returned 0", label);
     ok(stored(bytes), "%s: ... and stored its value (lookup finds it)", label);
     is_int(atomic_load(&S.slow_calls), 1, "%s: ... computed once", label);
 
     rc = timed_call(bytes, 0, &v, &ms);
-    is_int(rc, 0, "%s: timeout 0 on a stored value: 0", label);
+    is_code(rc, 0, "%s: timeout 0 on a stored value: 0", label);
     is_u64(v, 501, "%s: ... the stored value", label);
     is_int(atomic_load(&S.other_calls), 0, "%s: no timed call ran fn", label);
     memo_destroy(S.m);
@@ -161,7 +161,7 @@ static void test_waits_within_timeout(bool bytes, uint64_t timeout_ns, const cha
     pthread_t   owner = start_owner(bytes, 100);
     uint64_t    v = 0, ms = 0;
     int         rc = timed_call(bytes, timeout_ns, &v, &ms);
-    is_int(rc, 0, "%s: timeout %s on a 100 ms computation: waits and gets 0", label, what);
+    is_code(rc, 0, "%s: timeout %s on a 100 ms computation: waits and gets 0", label, what);
     is_u64(v, 501, "%s: ... with the computed value", label);
     cmp_u64(ms, <, 5000, "%s: ... (ms)", label);
     is_int(atomic_load(&S.other_calls), 0, "%s: ... without running its own fn", label);
@@ -185,7 +185,7 @@ static void test_own_fn_unbounded(bool bytes)
         rc = memo_get_u64_timed(S.m, 1, slow_u64, &S, 1000000, &v);
     }
     uint64_t ms = (tap_now_ns() - t0) / 1000000;
-    is_int(rc, 0, "%s: timeout 1 ms, the call runs a 100 ms fn itself: 0", label);
+    is_code(rc, 0, "%s: timeout 1 ms, the call runs a 100 ms fn itself: 0", label);
     cmp_u64(ms, >=, 99, "%s: ... it ran fn to the end (ms)", label);
     ok(stored(bytes), "%s: ... value stored", label);
 
@@ -193,7 +193,7 @@ static void test_own_fn_unbounded(bool bytes)
     uint64_t k = 77;
     v = 0;
     rc = memo_get_u64_timed(S.m, k, other_u64, &S, 0, &v);
-    is_int(rc, 0, "timeout 0 on an absent key: the call computes it: 0");
+    is_code(rc, 0, "timeout 0 on an absent key: the call computes it: 0");
     is_u64(v, k + 9000, "... value");
     memo_destroy(S.m);
 }

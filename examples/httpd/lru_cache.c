@@ -18,9 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct lru_entry {
-    struct lru_entry *chain;        /* next in the bucket */
+struct lru_links {
     struct lru_entry *newer, *older; /* the LRU list */
+};
+
+struct lru_entry {
+    struct lru_links  links;        /* first: the list's sentinel is a bare struct lru_links */
+    struct lru_entry *chain;        /* next in the bucket */
     uint64_t          id;
     uint64_t          expires;      /* httpd_now_ns deadline; UINT64_MAX: never */
     int               status;       /* 200 or 404 */
@@ -28,11 +32,14 @@ struct lru_entry {
     char              document[];
 };
 
+/* The list's sentinel, seen as an entry: only its links (the first member) are ever touched. */
+#define SENTINEL(c) ((struct lru_entry *)(void *)&(c)->list)
+
 struct lru_cache {
     pthread_mutex_t    lock;
     struct lru_entry **buckets;
     size_t             bucket_count;  /* a power of two */
-    struct lru_entry   list;          /* sentinel: list.older is the most recent entry, list.newer
+    struct lru_links   list;          /* sentinel: list.older is the most recent entry, list.newer
                                          the least recent (the next victim) */
     uint64_t           max_bytes, ttl_ns, negative_ttl_ns;
     /* under lock */
@@ -52,16 +59,16 @@ static uint64_t lru_entry_bytes(const struct lru_entry *e)
 /* The list: insert at the most recent end, unlink anywhere. */
 static void lru_link_recent(struct lru_cache *c, struct lru_entry *e)
 {
-    e->older = c->list.older;
-    e->newer = &c->list;
-    c->list.older->newer = e;
+    e->links.older = c->list.older;
+    e->links.newer = SENTINEL(c);
+    c->list.older->links.newer = e;
     c->list.older = e;
 }
 
 static void lru_unlink(struct lru_entry *e)
 {
-    e->older->newer = e->newer;
-    e->newer->older = e->older;
+    e->links.older->links.newer = e->links.newer;
+    e->links.newer->links.older = e->links.older;
 }
 
 static struct lru_entry **lru_find_slot(struct lru_cache *c, uint64_t id)
@@ -116,7 +123,7 @@ struct lru_cache *lru_cache_create(uint64_t max_bytes, uint64_t ttl_ns, uint64_t
         return NULL;
     }
     pthread_mutex_init(&c->lock, NULL);
-    c->list.older = c->list.newer = &c->list;
+    c->list.older = c->list.newer = SENTINEL(c);
     c->max_bytes = max_bytes;
     c->ttl_ns = ttl_ns;
     c->negative_ttl_ns = negative_ttl_ns;
@@ -227,8 +234,8 @@ void lru_cache_destroy(struct lru_cache *c)
     if (c == NULL)
         return;
     struct lru_entry *e = c->list.older;
-    while (e != &c->list) {
-        struct lru_entry *next = e->older;
+    while (e != SENTINEL(c)) {
+        struct lru_entry *next = e->links.older;
         free(e);
         e = next;
     }

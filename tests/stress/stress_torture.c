@@ -827,7 +827,7 @@ static void run_flaky(const char *label, unsigned part, bool timed, unsigned slo
         is_int(untimed_timeout, 0, "%s: untimed calls never got MEMO_ETIMEDOUT", label);
         is_int(early_timeout, 0, "%s: no MEMO_ETIMEDOUT before its timeout", label);
         /* fn runs for at most a few ms here, so an overshoot bound would not tell a timed wait
-         * from one that waits for the computation: test_misbehave (f) checks that bound. */
+         * from one that waits for the computation: test_misbehave_waiters (f) checks that bound. */
         diag("%s: worst overshoot of a timed-out call: %.3f ms", label, (double)max_overshoot / 1e6);
         ok(timeouts > 0, "%s: calls did time out (%" PRIu64 " of %" PRIu64 ")", label, timeouts,
            calls);
