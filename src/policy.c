@@ -235,9 +235,11 @@ void memo__policy_unlink_locked(struct memo *m, struct memo_pol *e);
 
 /*
  * Takes e's record out of its table and its list, then retires it (reason: MEMO_REMOVED_*).
- * Under the policy lock; held is the shard whose lock the caller holds too (NULL: none), any
- * other shard's lock is taken here (no other thread holds a shard lock of this memo without
- * holding the policy lock first, so the order cannot cross).
+ * Under the policy lock; held is the shard whose lock the caller holds too (NULL: none). Another
+ * shard's lock is taken here with held's let go meanwhile: no other thread can take held's (every
+ * writer of this memo takes the policy lock first), and no thread then ever holds two shard
+ * locks at once (which ThreadSanitizer would report as an order that can cross, though the
+ * policy lock keeps it from deadlocking).
  */
 static void memo__policy_drop(struct memo *m, struct memo_local *l, struct memo_pol *e, unsigned reason,
                               struct memo_shard *held)
@@ -246,8 +248,11 @@ static void memo__policy_drop(struct memo *m, struct memo_local *l, struct memo_
     struct memo_rec *r = memo__pol_rec(e);
     unsigned long hash = (unsigned long)memo__pol_hash(m, e);
     struct memo_shard *s = memo__shard(m, hash);
-    if (s != held)
+    if (s != held) {
+        if (held != NULL)
+            memo__mutex_unlock(&held->lock);
         memo__mutex_lock(&s->lock);
+    }
     struct memo_local *saved = memo__alloc_local;
     memo__alloc_local = l;
     void *slot = (void *)((uintptr_t)r | MEMO__POLICY_TAG);
@@ -255,8 +260,11 @@ static void memo__policy_drop(struct memo *m, struct memo_local *l, struct memo_
     memo__alloc_local = saved;
     MEMO__CHECK(out == slot, "a record in the policy's lists is in its table");
     atomic_fetch_sub_explicit(&s->entries, 1, memory_order_relaxed);
-    if (s != held)
+    if (s != held) {
         memo__mutex_unlock(&s->lock);
+        if (held != NULL)
+            memo__mutex_lock(&held->lock);
+    }
     memo__policy_unlink_locked(m, e);
     if (reason == MEMO_REMOVED_EVICTED || reason == MEMO_REMOVED_EXPIRED)
         atomic_fetch_add_explicit(&p->evictions, 1, memory_order_relaxed);
