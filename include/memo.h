@@ -487,7 +487,8 @@ MEMO_EXPORT uint64_t memo__define_call(memo_t *m, uint64_t key, memo_fn_u64 *fn,
  * defines  uint64_t binom(uint32_t n, uint32_t k);  and  memo_t *binom_memo(void);
  * The key is the arguments' bytes, copied into a struct that is zeroed first (so its padding is
  * zero): two calls share a value exactly when their arguments are bitwise equal (0.0 and -0.0 are
- * different keys; a pointer is keyed by its address). The result is stored by value, its bytes.
+ * different keys; a pointer is keyed by its address; a struct argument's own padding is whatever
+ * the compiler copies with it: gcc copies it, clang may not). The result is stored by value, its bytes.
  * When the key and the result fit in 8 bytes each, the memo's u64 key space is used (no ref, no
  * allocation per hit); otherwise its byte keys. The memo is made on first use, thread-safely, and
  * shared by every thread; a memo error inside (a cycle, no memory) prints memo_strerror and
