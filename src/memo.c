@@ -621,6 +621,15 @@ static uint64_t memo__refresh_claim(struct memo_call *c, struct memo_pol *h)
     struct memo_policy *p = c->memo->pol;
     uint64_t token = 0;
     memo__mutex_lock(&p->lock);
+    /* Still the key's record? Another call may have found it expired and taken it out, and then
+     * compute the key itself: a refresh now would be a second computation of it (the caller then
+     * serves the value it read, which its start time allows). Every writer holds the policy lock,
+     * so the table cannot change under this look. */
+    void *there = ck_hs_get(memo__table(c->shard, c->key.kind), c->key.hash, memo__key_probe(&c->key));
+    if (there != (void *)((uintptr_t)memo__pol_rec(h) | MEMO__POLICY_TAG)) {
+        memo__mutex_unlock(&p->lock);
+        return 0;
+    }
     if (atomic_load_explicit(&h->claim, memory_order_relaxed) == 0 && p->nrefreshing < MEMO__REFRESHING_MAX) {
         token = atomic_fetch_add_explicit(&p->claims, 1, memory_order_relaxed) + 1;
         atomic_store_explicit(&h->claim, token, memory_order_relaxed);
