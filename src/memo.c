@@ -500,6 +500,7 @@ static int memo__compute(struct memo_call *c, bool *again)
     /* A full shard (memo.h, "Limits") is out of memory like a table that cannot grow. */
     bool room = ck_hs_count(table) < MEMO__SHARD_ENTRIES_MAX;
     struct memo_flight *f = e != NULL && room ? memo__flight_push(self) : NULL;
+    int64_t held = c->memo->pol != NULL ? atomic_load_explicit(&c->memo->pol->bytes, memory_order_relaxed) : 0;
     if (f != NULL) {
         e->flight = f;
         e->flight_seq = atomic_load_explicit(&f->seq, memory_order_relaxed);
@@ -509,7 +510,12 @@ static int memo__compute(struct memo_call *c, bool *again)
             f = NULL;
         }
     }
-    if (f != NULL && c->memo->pol != NULL && c->memo->pol->max_bytes != 0)
+    /* The table grew for the marker: its new slot array may pass max_bytes even if this
+     * computation stores nothing, so the bound is kept now. Only then: other computations'
+     * values in the making count in the bytes too, and a miss that takes no memory evicts
+     * nothing for them. */
+    if (f != NULL && c->memo->pol != NULL && c->memo->pol->max_bytes != 0 &&
+        atomic_load_explicit(&c->memo->pol->bytes, memory_order_relaxed) > held)
         memo__policy_keep_bounds_locked(c->memo, l, s);
     memo__unlock(c->memo, s);
     memo__section_end(l); /* fn runs outside memo's read-side sections */
