@@ -24,9 +24,7 @@ README's SIEVE and S3-FIFO figures are carried beside those rows. Hit ratios in 
 percentages. Standard library only; about 25 s in the full profile, 10 s in the quick one (2 cores, shared).
 """
 import functools
-import gzip
 import json
-import lzma
 import os
 import platform
 import re
@@ -42,12 +40,9 @@ FRACTIONS = (0.05, 0.20, 0.50)
 SEED0 = 0x6D656D6F62656E63  # bench::kSeed, w7_replay's default; the others follow it
 
 
-def read_trace(path):
-    if path.endswith(".xz"):
-        data = lzma.open(path).read()
-        return list(struct.unpack(">%dI" % (len(data) // 4), data[: len(data) // 4 * 4]))
-    with gzip.open(path, "rt") as fh:
-        return [int(line) for line in fh if line.strip().isdigit()]
+# The traces are read as the policy simulator reads them (one reader: gz text, xz big-endian u32).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies"))
+from sim import read_trace  # noqa: E402
 
 
 def readme_rows(tdir):
