@@ -2,7 +2,8 @@
  * Records, markers and stores (their layout is in internal.h): making them, freeing them after
  * their grace period, and the callbacks through which ck_hs hashes and compares them.
  *
- * Reclamation: markers and big records carry their own ck_epoch entry. Store records carry
+ * Reclamation: markers and big records carry their own ck_epoch entry (a policy record's is its
+ * list links, free once it is out of its list). Store records carry
  * nothing: a retired one is appended to the retiring thread's batch, and a whole batch goes
  * through the epoch as one entry, when it is full or when the thread polls. A record whose batch
  * cannot be had (memory ran out) stays allocated in its store until the store is dropped, which
@@ -37,9 +38,9 @@
 _Static_assert(sizeof(struct memo_rec) == 16, "a u64 record is its key and value");
 _Static_assert(alignof(max_align_t) <= MEMO__ALIGN, "values are aligned for any type");
 _Static_assert(offsetof(struct memo_big, rec) % 16 == 0, "a big record is 16-aligned");
-_Static_assert(offsetof(struct memo_pbig, rec) % 16 == 0, "a policy record is 16-aligned");
-_Static_assert(offsetof(struct memo_pbig, rec) == offsetof(struct memo_pbig, pol) + sizeof(struct memo_pol),
-               "a policy header sits just before its record");
+_Static_assert(sizeof(struct memo_pol) % MEMO__ALIGN == 0, "a policy record is as aligned as its block");
+_Static_assert(offsetof(struct memo_pol, retire) == 0 && sizeof(ck_epoch_entry_t) == 2 * sizeof(void *),
+               "a retired policy record's epoch entry is its list links, no more");
 _Static_assert(sizeof(struct memo_slab) % 16 == 0, "slab records start 16-aligned");
 _Static_assert(offsetof(struct memo_marker, key) % 8 == 0, "a marker's slot has its low bit free for the tag");
 
@@ -235,36 +236,36 @@ bool memo__rec_is_big(const struct memo *m, const struct memo_rec *r, unsigned k
     return kind == MEMO__KIND_BYTES && memo__rec_size(r->a, r->b) > MEMO__CLASS_MAX;
 }
 
-/* A big record's block: a memo_big, or with a policy a memo_pbig (the policy header before the
- * record). */
+/* A big record's block: a memo_big, or with a policy its header (struct memo_pol, the block's
+ * start). */
 static void *memo__big_block(const struct memo *m, struct memo_rec *r)
 {
     if (m->pol != NULL)
-        return memo__pbig_of(memo__pol_of(r));
+        return memo__pol_of(r);
     return (unsigned char *)r - offsetof(struct memo_big, rec);
 }
 
 static size_t memo__big_size(const struct memo *m, struct memo_rec *r)
 {
-    return m->pol != NULL ? memo__pbig_of(memo__pol_of(r))->size :
-                            ((struct memo_big *)memo__big_block(m, r))->size;
+    return m->pol != NULL ? memo__pol_size(memo__pol_of(r)) : ((struct memo_big *)memo__big_block(m, r))->size;
 }
 
-static struct memo_rec *memo__big_new(struct memo_local *l, size_t rec_size)
+/* A big record of rec_size bytes (kind: what memo__pol_size needs to find the size again). */
+static struct memo_rec *memo__big_new(struct memo_local *l, size_t rec_size, unsigned kind)
 {
     bool pol = l->memo->pol != NULL;
-    size_t head = pol ? offsetof(struct memo_pbig, rec) : offsetof(struct memo_big, rec);
+    size_t head = pol ? sizeof(struct memo_pol) : offsetof(struct memo_big, rec);
     if (rec_size > SIZE_MAX - head)
         return NULL;
     size_t size = head + rec_size;
     if (pol) {
-        struct memo_pbig *b = memo__mem_alloc(l, size);
-        if (b == NULL)
+        struct memo_pol *e = memo__mem_alloc(l, size);
+        if (e == NULL)
             return NULL;
-        b->size = size;
-        memset(&b->pol, 0, sizeof b->pol);
-        b->pol.expires = UINT64_MAX;
-        return &b->rec;
+        memset(e, 0, sizeof *e);
+        e->expires = UINT64_MAX;
+        e->kind = (uint8_t)kind;
+        return memo__pol_rec(e);
     }
     struct memo_big *b = memo__mem_alloc(l, size);
     if (b == NULL)
@@ -276,8 +277,21 @@ static struct memo_rec *memo__big_new(struct memo_local *l, size_t rec_size)
 struct memo_rec *memo__rec_u64_new_locked(struct memo_local *l, struct memo_shard *s, uint64_t key,
                                           uint64_t value)
 {
-    struct memo_rec *r = l->memo->system_alloc || l->memo->pol != NULL ? memo__big_new(l, sizeof *r) :
+    if (l->memo->pol != NULL)
+        return memo__rec_pol_u64_new(l, key, value);
+    struct memo_rec *r = l->memo->system_alloc ? memo__big_new(l, sizeof *r, MEMO__KIND_U64) :
                                                  memo__store_alloc_locked(l, s, 0);
+    if (r != NULL) {
+        r->a = key;
+        r->b = value;
+    }
+    return r;
+}
+
+/* A policy memo's u64 record (no lock needed: it is malloc'd alone). */
+struct memo_rec *memo__rec_pol_u64_new(struct memo_local *l, uint64_t key, uint64_t value)
+{
+    struct memo_rec *r = memo__big_new(l, sizeof *r, MEMO__KIND_U64);
     if (r != NULL) {
         r->a = key;
         r->b = value;
@@ -292,7 +306,7 @@ struct memo_rec *memo__rec_big_new(struct memo_local *l, const void *key, size_t
     size_t offset = memo__rec_value_offset(key_len);
     if (key_len > SIZE_MAX - 32 || value_len > SIZE_MAX - offset)
         return NULL;
-    struct memo_rec *r = memo__big_new(l, offset + value_len);
+    struct memo_rec *r = memo__big_new(l, offset + value_len, MEMO__KIND_BYTES);
     if (r == NULL)
         return NULL;
     r->a = key_len;
@@ -334,43 +348,46 @@ static void memo__big_reclaim(ck_epoch_entry_t *retire)
 
 /* A policy record that was never stored (not admitted, or its computation detached): its bytes
  * left the memo's count when it was retired (memo__rec_retire_big), as a stored one's do. */
-static void memo__pbig_reclaim_silent(ck_epoch_entry_t *retire)
+static void memo__pol_reclaim_silent(ck_epoch_entry_t *retire)
 {
-    struct memo_pbig *b = (struct memo_pbig *)retire;
+    struct memo_pol *e = (struct memo_pol *)retire; /* retire is the first member */
     struct memo_local *l = memo__alloc_local;
     MEMO_ANN_RECLAIM(l->memo);
-    memo__mem_account(l, (int64_t)b->size);
-    memo__mem_free(l, b, b->size);
+    size_t size = memo__pol_size(e);
+    memo__mem_account(l, (int64_t)size);
+    memo__mem_free(l, e, size);
 }
 
 /* A stored policy record's grace period is over. Its bytes left the memo's count when it was
  * retired (memo__pol_retire); it is freed now, or, if the memo has a removal callback and it held
  * a value (not a failure), handed to memo__removals_run, which calls back and frees. */
-static void memo__pbig_reclaim(ck_epoch_entry_t *retire)
+static void memo__pol_reclaim(ck_epoch_entry_t *retire)
 {
-    struct memo_pbig *b = (struct memo_pbig *)retire;
+    struct memo_pol *e = (struct memo_pol *)retire; /* retire is the first member */
     struct memo_local *l = memo__alloc_local;
     struct memo_policy *p = l->memo->pol;
     MEMO_ANN_RECLAIM(l->memo);
-    if (p->on_removal != NULL && b->pol.code == 0) {
-        struct memo_pbig *head = atomic_load_explicit(&p->removed, memory_order_relaxed);
+    if (p->on_removal != NULL && e->code == 0) {
+        struct memo_pol *head = atomic_load_explicit(&p->removed, memory_order_relaxed);
         do
-            b->retire.stack_entry.next = (ck_stack_entry_t *)head;
-        while (!atomic_compare_exchange_weak_explicit(&p->removed, &head, b, memory_order_release,
+            e->retire.stack_entry.next = (ck_stack_entry_t *)head;
+        while (!atomic_compare_exchange_weak_explicit(&p->removed, &head, e, memory_order_release,
                                                       memory_order_relaxed));
         return;
     }
-    memo__mem_account(l, (int64_t)b->size);
-    memo__mem_free(l, b, b->size);
+    size_t size = memo__pol_size(e);
+    memo__mem_account(l, (int64_t)size);
+    memo__mem_free(l, e, size);
 }
 
 /* Retires e's record, just taken out of its table and its list: its bytes leave the memo's count
- * now (what memo_stats.bytes and max_bytes see), its memory once no reader can hold it. */
+ * now (what memo_stats.bytes and max_bytes see), its memory once no reader can hold it. Its list
+ * links become its epoch entry: e must be out of its list (nobody reads them after). */
 void memo__pol_retire(struct memo_local *l, struct memo_pol *e)
 {
-    struct memo_pbig *b = memo__pbig_of(e);
-    memo__mem_account(l, -(int64_t)b->size);
-    ck_epoch_call(&l->record, &b->retire, memo__pbig_reclaim);
+    MEMO__ASSERT(e->list == MEMO__LIST_NONE, "a policy record is retired out of its list");
+    memo__mem_account(l, -(int64_t)memo__pol_size(e));
+    ck_epoch_call(&l->record, &e->retire, memo__pol_reclaim);
 }
 
 static void memo__batch_reclaim(ck_epoch_entry_t *retire)
@@ -402,9 +419,9 @@ void memo__batch_seal(struct memo_local *l)
 void memo__rec_retire_big(struct memo_local *l, struct memo_rec *r)
 {
     if (l->memo->pol != NULL) {
-        struct memo_pbig *b = memo__pbig_of(memo__pol_of(r));
-        memo__mem_account(l, -(int64_t)b->size);
-        ck_epoch_call(&l->record, &b->retire, memo__pbig_reclaim_silent);
+        struct memo_pol *e = memo__pol_of(r); /* never in a list */
+        memo__mem_account(l, -(int64_t)memo__pol_size(e));
+        ck_epoch_call(&l->record, &e->retire, memo__pol_reclaim_silent);
     }
     else
         ck_epoch_call(&l->record, &((struct memo_big *)memo__big_block(l->memo, r))->retire, memo__big_reclaim);
@@ -461,12 +478,12 @@ void memo__removals_run(struct memo_local *l)
     struct memo_policy *p = m->pol;
     if (p == NULL || atomic_load_explicit(&p->removed, memory_order_relaxed) == NULL)
         return;
-    struct memo_pbig *b = atomic_exchange_explicit(&p->removed, NULL, memory_order_acquire);
-    while (b != NULL) {
-        struct memo_pbig *next = (struct memo_pbig *)b->retire.stack_entry.next;
-        struct memo_rec *r = &b->rec;
+    struct memo_pol *e = atomic_exchange_explicit(&p->removed, NULL, memory_order_acquire);
+    while (e != NULL) {
+        struct memo_pol *next = (struct memo_pol *)e->retire.stack_entry.next;
+        struct memo_rec *r = memo__pol_rec(e);
         memo_removal_t rm;
-        if (b->pol.kind == MEMO__KIND_U64) {
+        if (e->kind == MEMO__KIND_U64) {
             rm.key = &r->a;
             rm.key_len = sizeof r->a;
             rm.value = &r->b;
@@ -479,11 +496,12 @@ void memo__removals_run(struct memo_local *l)
             rm.value_len = r->b;
             rm.key_space = MEMO_KEYS_BYTES;
         }
-        rm.reason = b->pol.reason;
+        rm.reason = e->reason;
         p->on_removal(p->removal_ctx, &rm);
-        memo__mem_account(l, (int64_t)b->size); /* counted out when it was retired */
-        memo__mem_free(l, b, b->size);
-        b = next;
+        size_t size = memo__pol_size(e);
+        memo__mem_account(l, (int64_t)size); /* counted out when it was retired */
+        memo__mem_free(l, e, size);
+        e = next;
     }
 }
 

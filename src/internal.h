@@ -243,26 +243,27 @@ struct memo_big {
 /*
  * A memo with a bound, an expiry setting or a removal callback keeps, before each record, what
  * its policy needs: its place in the policy's lists, its deadlines, and the bit a hit sets. Such
- * records are always big (malloc'd alone: struct memo_pbig), tagged MEMO__POLICY_TAG in their slot.
+ * records are malloc'd alone, header and record in one block that begins with the header (48
+ * bytes: a u64 value costs 64 in all), and tagged MEMO__POLICY_TAG in their slot. The block has
+ * no size field (memo__pol_size derives it from the kind and the record) and no epoch entry of
+ * its own: a record is retired only once out of its list, so the list links, which nobody reads
+ * from then on, become the epoch entry (and then the link of memo_policy.removed).
  */
 struct memo_pol {
-    struct memo_pol *next, *prev;   /* its policy list (memo_policy.list); the policy lock */
+    union {
+        struct {
+            struct memo_pol *next, *prev; /* its policy list (memo_policy.list); the policy lock */
+        };
+        ck_epoch_entry_t retire;    /* once retired: the epoch-deferred free */
+    };
     uint64_t         stored_at;     /* the clock's reading when it was stored */
     uint64_t         expires;       /* a call that starts at or after it treats it as absent */
     _Atomic uint64_t claim;         /* a refresh of it is running: that refresh's token; 0 none */
     _Atomic uint8_t  visited;       /* set by a hit that finds it clear: the only write of a hit */
     uint8_t          list;          /* MEMO__LIST_*: which list it is in; the policy lock */
-    uint8_t          kind;          /* MEMO__KIND_* */
+    uint8_t          kind;          /* MEMO__KIND_*, set when the block is made */
     uint8_t          reason;        /* MEMO_REMOVED_*: why it left its table */
     int32_t          code;          /* a stored failure: fn's code (0: a value) */
-};
-
-struct memo_pbig {
-    ck_epoch_entry_t retire;        /* epoch-deferred free; then the link of memo_policy.removed */
-    size_t           size;          /* of the whole block */
-    uint64_t         pad;
-    struct memo_pol  pol;
-    struct memo_rec  rec;           /* 16-aligned */
 };
 
 static inline struct memo_pol *memo__pol_of(const struct memo_rec *r)
@@ -275,9 +276,11 @@ static inline struct memo_rec *memo__pol_rec(const struct memo_pol *e)
     return (struct memo_rec *)((uintptr_t)e + sizeof(struct memo_pol));
 }
 
-static inline struct memo_pbig *memo__pbig_of(const struct memo_pol *e)
+/* The bytes of e's block: its header and its record (a u64 one, or key and value). */
+static inline size_t memo__pol_size(const struct memo_pol *e)
 {
-    return (struct memo_pbig *)((uintptr_t)e - offsetof(struct memo_pbig, pol));
+    const struct memo_rec *r = memo__pol_rec(e);
+    return sizeof *e + (e->kind == MEMO__KIND_U64 ? sizeof *r : memo__rec_size(r->a, r->b));
 }
 
 #define MEMO__LIST_NONE      0
@@ -473,7 +476,7 @@ struct memo_policy {
     alignas(MEMO__CACHELINE) _Atomic int64_t bytes; /* memo_stats.bytes of the memo */
     _Atomic uint64_t evictions;
     _Atomic uint64_t claims;        /* refresh tokens handed out */
-    _Atomic(struct memo_pbig *) removed; /* records whose grace period ended, for on_removal */
+    _Atomic(struct memo_pol *) removed; /* records whose grace period ended, for on_removal */
 };
 
 /* ---- the memo ------------------------------------------------------------------------------ */
@@ -583,6 +586,7 @@ MEMO__HIDDEN struct memo_rec *memo__rec_u64_new_locked(struct memo_local *l, str
                                                       uint64_t key, uint64_t value);
 MEMO__HIDDEN struct memo_rec *memo__rec_big_new(struct memo_local *l, const void *key, size_t key_len,
                                                 size_t value_len);
+MEMO__HIDDEN struct memo_rec *memo__rec_pol_u64_new(struct memo_local *l, uint64_t key, uint64_t value);
 MEMO__HIDDEN struct memo_rec *memo__rec_publishable_locked(struct memo_local *l, struct memo_shard *s,
                                                            struct memo_rec *pending);
 MEMO__HIDDEN void memo__rec_big_free_now(struct memo_local *l, struct memo_rec *r);

@@ -257,9 +257,7 @@ static struct memo_rec *memo__failure_new(struct memo_local *l, struct memo_mark
     struct memo_policy *p = l->memo->pol;
     struct memo_rec *r;
     if (e->kind == MEMO__KIND_U64) {
-        r = memo__rec_big_new(l, NULL, 0, 0);
-        if (r != NULL)
-            r->a = e->key.a, r->b = 0;
+        r = memo__rec_pol_u64_new(l, e->key.a, 0);
     } else {
         r = memo__rec_big_new(l, memo__rec_key(&e->key), e->key.a, 0);
     }
@@ -756,17 +754,14 @@ static int memo__refresh(struct memo_call *c, struct memo_rec *old, uint64_t tok
         rc = MEMO_ENOMEM;
     struct memo_rec *rec = NULL;
     if (rc == 0 && c->key.kind == MEMO__KIND_U64 &&
-        (rec = memo__rec_big_new(l, NULL, 0, 0)) == NULL)
+        (rec = memo__rec_pol_u64_new(l, c->key.u64, value)) == NULL)
         rc = MEMO_ENOMEM;
     if (rc != 0) {
         memo__count(&l->counters.errors);
         memo__refresh_release(&rf, l);
         return rc;
     }
-    if (c->key.kind == MEMO__KIND_U64) {
-        rec->a = c->key.u64;
-        rec->b = value;
-    } else {
+    if (c->key.kind == MEMO__KIND_BYTES) {
         rec = e->value_rec;
         e->value_rec = NULL;
         ck_epoch_begin(&l->record, NULL); /* before the new record can be evicted and retired */

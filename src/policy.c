@@ -287,7 +287,7 @@ void memo__policy_unlink_locked(struct memo *m, struct memo_pol *e)
         return;
     memo__list_unlink(p, e);
     p->count--;
-    p->rec_bytes -= memo__pbig_of(e)->size;
+    p->rec_bytes -= memo__pol_size(e);
 }
 
 /* e's record was just taken out of its table (under both locks): out of its list, then retired
@@ -312,7 +312,7 @@ void memo__policy_replace_locked(struct memo *m, struct memo_pol *old, struct me
     old->next->prev = fresh;
     old->next = old->prev = NULL;
     old->list = MEMO__LIST_NONE;
-    p->rec_bytes += memo__pbig_of(fresh)->size - memo__pbig_of(old)->size;
+    p->rec_bytes += memo__pol_size(fresh) - memo__pol_size(old);
 }
 
 /* A candidate leaving the window takes the main victim's place only if the sketch rates it more
@@ -614,7 +614,7 @@ void memo__policy_stored_locked(struct memo *m, struct memo_local *l, struct mem
     atomic_init(&fresh->visited, 0);
     memo__list_push(p, MEMO__LIST_WINDOW, fresh);
     p->count++;
-    p->rec_bytes += memo__pbig_of(fresh)->size;
+    p->rec_bytes += memo__pol_size(fresh);
     if (p->window_cap == 0)
         p->window_cap = p->cold ? memo__policy_size_hint(p) : memo__window_base(p);
     memo__ghost_take(m, hash, memo__policy_capacity(p));
