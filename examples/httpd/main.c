@@ -83,7 +83,7 @@ static void httpd_usage(FILE *out)
             "  --max-bytes N         the cache's byte bound; K, M, G suffixes (default 2M)\n"
             "  --ttl SECONDS         a document's time to live (default 300; 0: forever)\n"
             "  --refresh SECONDS     memo: a document this old is recomputed by the next request\n"
-            "                        while the others keep getting it (default 60; 0: never)\n"
+            "                        while the others keep getting it (default 240; 0: never)\n"
             "  --negative-ttl SECONDS  how long a 404 is remembered (default 10; 0: not at all)\n"
             "  --timeout SECONDS     close a connection idle or stalled this long (default 10)\n"
             "  --drain SECONDS       at SIGINT/SIGTERM, wait this long at most for requests in\n"
@@ -138,7 +138,7 @@ static int httpd_parse(int argc, char **argv, struct httpd_options *o)
 {
     *o = (struct httpd_options){
         .address = "127.0.0.1", .db = "memo-httpd.db", .port = 8080, .threads = httpd_default_threads(),
-        .timeout_s = 10, .drain_s = 10, .items = 0, .max_bytes = 2u << 20, .ttl_s = 300, .refresh_s = 60,
+        .timeout_s = 10, .drain_s = 10, .items = 0, .max_bytes = 2u << 20, .ttl_s = 300, .refresh_s = 240,
         .negative_ttl_s = 10, .mode = CACHE_MEMO,
     };
     for (int i = 1; i < argc; i++) {
