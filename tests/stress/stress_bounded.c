@@ -668,6 +668,52 @@ static void bad_rc(worker_t *w, const char *what, int sp, uint64_t id, int rc)
              sp ? "byte" : "u64", id, memo_err_name(rc));
 }
 
+/* A worker's memo_get of byte key id: counts it, checks the value (check, as lookup_all does),
+ * and keeps the ref half of the time (held_len and held_check: what held_release_all checks). */
+static void worker_get_bytes(worker_t *w, memo_t *m, memo_fn *fn, uint64_t id, lookup_check_fn *check,
+                             size_t held_len, held_check_fn *held_check)
+{
+    bkey_t     k = bkey_make(id);
+    memo_ref_t ref = MEMO_REF_INIT;
+    call_begin(SP_BYTES, id);
+    int rc = memo_get(m, k.b, k.len, fn, NULL, &ref);
+    w->gets++;
+    if (rc != 0) {
+        bad_rc(w, "memo_get", SP_BYTES, id, rc);
+    } else if (!check(SP_BYTES, id, ref.data, ref.len, 0)) {
+        wrong_value(w, "memo_get", SP_BYTES, id, rc);
+        memo_release(&ref);
+    } else if (prng_next(&tl_rng) % 2) {
+        held_keep(w, &ref, id, held_len, held_check);
+    } else {
+        memo_release(&ref);
+    }
+}
+
+/* A worker's lookup of key id in key space sp: counts it and what it found, checks the value. */
+static void worker_lookup(worker_t *w, memo_t *m, int sp, uint64_t id, lookup_check_fn *check)
+{
+    int rc;
+    w->lookups++;
+    if (sp == SP_U64) {
+        uint64_t v = 0;
+        rc = memo_lookup_u64(m, id, &v);
+        if (rc == 0 && !check(sp, id, NULL, 0, v))
+            wrong_value(w, "memo_lookup_u64", sp, id, rc);
+    } else {
+        bkey_t     k = bkey_make(id);
+        memo_ref_t ref = MEMO_REF_INIT;
+        rc = memo_lookup(m, k.b, k.len, &ref);
+        if (rc == 0 && !check(sp, id, ref.data, ref.len, 0))
+            wrong_value(w, "memo_lookup", sp, id, rc);
+        memo_release(&ref);
+    }
+    if (rc == 0)
+        w->found++;
+    else if (rc != MEMO_ENOENT)
+        bad_rc(w, "lookup", sp, id, rc);
+}
+
 static void *a_worker(void *arg)
 {
     worker_t *w = (worker_t *)arg;
@@ -687,41 +733,9 @@ static void *a_worker(void *arg)
             else if (v != a_u64_value(id))
                 wrong_value(w, "memo_get_u64", SP_U64, id, rc);
         } else if (r < 780) {
-            bkey_t     k = bkey_make(id);
-            memo_ref_t ref = MEMO_REF_INIT;
-            call_begin(SP_BYTES, id);
-            int rc = memo_get(A_m, k.b, k.len, a_fn_bytes, NULL, &ref);
-            w->gets++;
-            if (rc != 0) {
-                bad_rc(w, "memo_get", SP_BYTES, id, rc);
-            } else if (!value_right(ref.data, ref.len, id, A_SALT, a_len(id))) {
-                wrong_value(w, "memo_get", SP_BYTES, id, rc);
-                memo_release(&ref);
-            } else if (prng_next(&tl_rng) % 2) {
-                held_keep(w, &ref, id, a_len(id), a_held_right);
-            } else {
-                memo_release(&ref);
-            }
+            worker_get_bytes(w, A_m, a_fn_bytes, id, a_lookup_right, a_len(id), a_held_right);
         } else if (r < 930) {
-            int rc;
-            w->lookups++;
-            if (sp == SP_U64) {
-                uint64_t v = 0;
-                rc = memo_lookup_u64(A_m, id, &v);
-                if (rc == 0 && v != a_u64_value(id))
-                    wrong_value(w, "memo_lookup_u64", sp, id, rc);
-            } else {
-                bkey_t     k = bkey_make(id);
-                memo_ref_t ref = MEMO_REF_INIT;
-                rc = memo_lookup(A_m, k.b, k.len, &ref);
-                if (rc == 0 && !value_right(ref.data, ref.len, id, A_SALT, a_len(id)))
-                    wrong_value(w, "memo_lookup", sp, id, rc);
-                memo_release(&ref);
-            }
-            if (rc == 0)
-                w->found++;
-            else if (rc != MEMO_ENOENT)
-                bad_rc(w, "lookup", sp, id, rc);
+            worker_lookup(w, A_m, sp, id, a_lookup_right);
         } else if (r < 990) {
             int rc;
             w->forgets++;
@@ -917,42 +931,10 @@ static void *b_worker(void *arg)
             else if (v != b_u64_value(id))
                 wrong_value(w, "memo_get_u64", SP_U64, id, rc);
         } else if (r < 850) {
-            bkey_t     k = bkey_make(id);
-            memo_ref_t ref = MEMO_REF_INIT;
-            call_begin(SP_BYTES, id);
-            int rc = memo_get(B_m, k.b, k.len, b_fn_bytes, NULL, &ref);
-            w->gets++;
             w->big_gets += b_big(id);
-            if (rc != 0) {
-                bad_rc(w, "memo_get", SP_BYTES, id, rc);
-            } else if (!value_right(ref.data, ref.len, id, B_SALT, b_len(id))) {
-                wrong_value(w, "memo_get", SP_BYTES, id, rc);
-                memo_release(&ref);
-            } else if (prng_next(&tl_rng) % 2) {
-                held_keep(w, &ref, id, b_len(id), b_held_right);
-            } else {
-                memo_release(&ref);
-            }
+            worker_get_bytes(w, B_m, b_fn_bytes, id, b_lookup_right, b_len(id), b_held_right);
         } else if (r < 990) {
-            int rc;
-            w->lookups++;
-            if (sp == SP_U64) {
-                uint64_t v = 0;
-                rc = memo_lookup_u64(B_m, id, &v);
-                if (rc == 0 && v != b_u64_value(id))
-                    wrong_value(w, "memo_lookup_u64", sp, id, rc);
-            } else {
-                bkey_t     k = bkey_make(id);
-                memo_ref_t ref = MEMO_REF_INIT;
-                rc = memo_lookup(B_m, k.b, k.len, &ref);
-                if (rc == 0 && !value_right(ref.data, ref.len, id, B_SALT, b_len(id)))
-                    wrong_value(w, "memo_lookup", sp, id, rc);
-                memo_release(&ref);
-            }
-            if (rc == 0)
-                w->found++;
-            else if (rc != MEMO_ENOENT)
-                bad_rc(w, "lookup", sp, id, rc);
+            worker_lookup(w, B_m, sp, id, b_lookup_right);
         } else {
             held_release_all(w, b_held_right);
         }
@@ -1699,41 +1681,9 @@ static void *d_worker(void *arg)
             else if (!d_addr_of(SP_U64, id, v))
                 wrong_value(w, "memo_get_u64", SP_U64, id, rc);
         } else if (r < 850) {
-            bkey_t     k = bkey_make(id);
-            memo_ref_t ref = MEMO_REF_INIT;
-            call_begin(SP_BYTES, id);
-            int rc = memo_get(D_m, k.b, k.len, d_fn_bytes, NULL, &ref);
-            w->gets++;
-            if (rc != 0) {
-                bad_rc(w, "memo_get", SP_BYTES, id, rc);
-            } else if (!d_bytes_right(ref.data, ref.len, id)) {
-                wrong_value(w, "memo_get", SP_BYTES, id, rc);
-                memo_release(&ref);
-            } else if (prng_next(&tl_rng) % 2) {
-                held_keep(w, &ref, id, 0, d_held_right);
-            } else {
-                memo_release(&ref);
-            }
+            worker_get_bytes(w, D_m, d_fn_bytes, id, d_lookup_right, 0, d_held_right);
         } else if (r < 990) {
-            int rc;
-            w->lookups++;
-            if (sp == SP_U64) {
-                uint64_t v = 0;
-                rc = memo_lookup_u64(D_m, id, &v);
-                if (rc == 0 && !d_addr_of(sp, id, v))
-                    wrong_value(w, "memo_lookup_u64", sp, id, rc);
-            } else {
-                bkey_t     k = bkey_make(id);
-                memo_ref_t ref = MEMO_REF_INIT;
-                rc = memo_lookup(D_m, k.b, k.len, &ref);
-                if (rc == 0 && !d_bytes_right(ref.data, ref.len, id))
-                    wrong_value(w, "memo_lookup", sp, id, rc);
-                memo_release(&ref);
-            }
-            if (rc == 0)
-                w->found++;
-            else if (rc != MEMO_ENOENT)
-                bad_rc(w, "lookup", sp, id, rc);
+            worker_lookup(w, D_m, sp, id, d_lookup_right);
         } else {
             held_release_all(w, d_held_right);
         }
