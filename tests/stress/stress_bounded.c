@@ -585,6 +585,57 @@ static void check_counters(const worker_t *sum, const memo_stats_t *s, const cha
 }
 
 /* ============================================================================================
+ * Salted values: parts (a) and (b) store, for key id, mix64(id ^ salt) (u64) or len(id) bytes
+ * made by fill_value from id and salt; these check what comes back against that.
+ */
+
+typedef size_t salted_len_fn(uint64_t id);
+
+static int salted_fn_u64(uint64_t key, uint64_t *value, uint64_t salt)
+{
+    if (key >= NK)
+        return 9999;
+    fn_enter(SP_U64, key);
+    jitter();
+    *value = mix64(key ^ salt);
+    fn_leave(SP_U64, key);
+    return 0;
+}
+
+static int salted_fn_bytes(const void *key, size_t key_len, memo_result_t *out, uint64_t salt,
+                           salted_len_fn *len)
+{
+    uint64_t id;
+    if (!bkey_parse(key, key_len, &id))
+        return 9999;
+    fn_enter(SP_BYTES, id);
+    jitter();
+    unsigned char *p = memo_result_alloc(out, len(id));
+    if (p != NULL)
+        fill_value(p, len(id), id, salt);
+    fn_leave(SP_BYTES, id);
+    return p != NULL ? 0 : MEMO_ENOMEM;
+}
+
+static bool salted_lookup_right(int sp, uint64_t id, const void *data, size_t len, uint64_t v, uint64_t salt,
+                                salted_len_fn *len_of)
+{
+    return sp == SP_U64 ? v == mix64(id ^ salt) : value_right(data, len, id, salt, len_of(id));
+}
+
+static bool salted_removal_right(const memo_removal_t *r, uint64_t salt, salted_len_fn *len)
+{
+    uint64_t id;
+    if (r->key_space == MEMO_KEYS_U64) {
+        memcpy(&id, r->key, 8);
+        uint64_t v;
+        memcpy(&v, r->value, 8);
+        return id < NK && v == mix64(id ^ salt);
+    }
+    return bkey_parse(r->key, r->key_len, &id) && value_right(r->value, r->value_len, id, salt, len(id));
+}
+
+/* ============================================================================================
  * (a) max_entries, forget, clear, set_limits
  */
 
@@ -607,28 +658,13 @@ static size_t a_len(uint64_t id)
 static int a_fn_u64(void *ctx, uint64_t key, uint64_t *value)
 {
     (void)ctx;
-    if (key >= NK)
-        return 9999;
-    fn_enter(SP_U64, key);
-    jitter();
-    *value = a_u64_value(key);
-    fn_leave(SP_U64, key);
-    return 0;
+    return salted_fn_u64(key, value, A_SALT);
 }
 
 static int a_fn_bytes(void *ctx, const void *key, size_t key_len, memo_result_t *out)
 {
-    uint64_t id;
     (void)ctx;
-    if (!bkey_parse(key, key_len, &id))
-        return 9999;
-    fn_enter(SP_BYTES, id);
-    unsigned char *p = memo_result_alloc(out, a_len(id));
-    if (p != NULL)
-        fill_value(p, a_len(id), id, A_SALT);
-    jitter();
-    fn_leave(SP_BYTES, id);
-    return p != NULL ? 0 : MEMO_ENOMEM;
+    return salted_fn_bytes(key, key_len, out, A_SALT, a_len);
 }
 
 static bool a_held_right(const held_t *h)
@@ -638,20 +674,12 @@ static bool a_held_right(const held_t *h)
 
 static bool a_lookup_right(int sp, uint64_t id, const void *data, size_t len, uint64_t v)
 {
-    return sp == SP_U64 ? v == a_u64_value(id) : value_right(data, len, id, A_SALT, a_len(id));
+    return salted_lookup_right(sp, id, data, len, v, A_SALT, a_len);
 }
 
 static bool a_removal_right(const memo_removal_t *r)
 {
-    uint64_t id;
-    if (r->key_space == MEMO_KEYS_U64) {
-        memcpy(&id, r->key, 8);
-        uint64_t v;
-        memcpy(&v, r->value, 8);
-        return id < NK && v == a_u64_value(id);
-    }
-    return bkey_parse(r->key, r->key_len, &id) &&
-           value_right(r->value, r->value_len, id, A_SALT, a_len(id));
+    return salted_removal_right(r, A_SALT, a_len);
 }
 
 static void wrong_value(worker_t *w, const char *what, int sp, uint64_t id, int rc)
@@ -865,28 +893,13 @@ static uint64_t b_u64_value(uint64_t id)
 static int b_fn_u64(void *ctx, uint64_t key, uint64_t *value)
 {
     (void)ctx;
-    if (key >= NK)
-        return 9999;
-    fn_enter(SP_U64, key);
-    jitter();
-    *value = b_u64_value(key);
-    fn_leave(SP_U64, key);
-    return 0;
+    return salted_fn_u64(key, value, B_SALT);
 }
 
 static int b_fn_bytes(void *ctx, const void *key, size_t key_len, memo_result_t *out)
 {
-    uint64_t id;
     (void)ctx;
-    if (!bkey_parse(key, key_len, &id))
-        return 9999;
-    fn_enter(SP_BYTES, id);
-    jitter();
-    unsigned char *p = memo_result_alloc(out, b_len(id));
-    if (p != NULL)
-        fill_value(p, b_len(id), id, B_SALT);
-    fn_leave(SP_BYTES, id);
-    return p != NULL ? 0 : MEMO_ENOMEM;
+    return salted_fn_bytes(key, key_len, out, B_SALT, b_len);
 }
 
 static bool b_held_right(const held_t *h)
@@ -896,20 +909,12 @@ static bool b_held_right(const held_t *h)
 
 static bool b_lookup_right(int sp, uint64_t id, const void *data, size_t len, uint64_t v)
 {
-    return sp == SP_U64 ? v == b_u64_value(id) : value_right(data, len, id, B_SALT, b_len(id));
+    return salted_lookup_right(sp, id, data, len, v, B_SALT, b_len);
 }
 
 static bool b_removal_right(const memo_removal_t *r)
 {
-    uint64_t id;
-    if (r->key_space == MEMO_KEYS_U64) {
-        memcpy(&id, r->key, 8);
-        uint64_t v;
-        memcpy(&v, r->value, 8);
-        return id < NK && v == b_u64_value(id);
-    }
-    return bkey_parse(r->key, r->key_len, &id) &&
-           value_right(r->value, r->value_len, id, B_SALT, b_len(id));
+    return salted_removal_right(r, B_SALT, b_len);
 }
 
 static void *b_worker(void *arg)
